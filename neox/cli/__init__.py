@@ -1,0 +1,1 @@
+"""The ``neox`` command line: one module per subcommand, registered in :mod:`neox.cli.main`."""

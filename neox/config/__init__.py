@@ -1,0 +1,1 @@
+"""Upstream GPT-NeoX YAML configs: loading, schema, derived values and validation."""

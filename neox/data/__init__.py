@@ -1,0 +1,1 @@
+"""Datasets: mmap ``.bin/.idx`` reader/writer, GPT sample index, blending, packing, loss masks, loaders."""

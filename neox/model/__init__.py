@@ -1,0 +1,1 @@
+"""The GPT-NeoX transformer and its Llama-style options."""

@@ -1,0 +1,1 @@
+"""Process-group topology (data × pipe × tensor), tensor-parallel layers and collectives."""
