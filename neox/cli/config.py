@@ -12,5 +12,5 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    print("neox config: not implemented yet (issue "Engine foundation")", file=sys.stderr)
+    print("neox config: not implemented yet (issue 'Engine foundation')", file=sys.stderr)
     return 2

@@ -12,5 +12,5 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    print("neox slurm: not implemented yet (issue "HPC layer")", file=sys.stderr)
+    print("neox slurm: not implemented yet (issue 'HPC layer')", file=sys.stderr)
     return 2

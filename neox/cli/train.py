@@ -12,5 +12,5 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    print("neox train: not implemented yet (issue "Training loop")", file=sys.stderr)
+    print("neox train: not implemented yet (issue 'Training loop')", file=sys.stderr)
     return 2

@@ -12,5 +12,5 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    print("neox verify: not implemented yet (issue "HPC layer")", file=sys.stderr)
+    print("neox verify: not implemented yet (issue 'HPC layer')", file=sys.stderr)
     return 2
