@@ -59,6 +59,21 @@ def from_dict(values: dict[str, Any], *, world_size: int | None = None) -> Confi
     return _build(raw, world_size)
 
 
+# Derived keys that record bookkeeping or where the world size came from; a file may carry any value.
+_FREE = {"config_files", "git_hash", "save_iters", "world_size", "global_num_gpus"}
+
+
+def _check_derived(cfg: Config, given: dict[str, Any], where) -> None:
+    """A derived key written in a file (e.g. copied from `neox config show`) must match the derived value."""
+    for name, value in given.items():
+        info = KEYS[name]
+        if info.derived and name not in _FREE and getattr(cfg, name) != value:
+            raise ConfigError(
+                f"{where(name)}: {name} {value!r} disagrees with the derived value {getattr(cfg, name)!r} "
+                f"({info.doc}); remove {name}"
+            )
+
+
 def _build(raw: RawConfig, world_size: int | None) -> Config:
     files = ", ".join(raw.files) or "config"
 
@@ -73,6 +88,7 @@ def _build(raw: RawConfig, world_size: int | None) -> Config:
     cfg._files = list(raw.files)
     explicit = set(values)
     derive(cfg, where, world_size=world_size, explicit=explicit)
+    _check_derived(cfg, values, where)
     if raw.texts:
         cfg.config_files = dict(raw.texts)
     check_values(cfg, where)

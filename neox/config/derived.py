@@ -53,7 +53,7 @@ DTYPES = {"fp16": "float16", "bfloat16": "bfloat16", "fp32": "float32"}
 ATTENTION_TYPES = (
     "global", "local", "sparse_fixed", "sparse_variable", "bigbird", "bslongformer", "gmlp", "amlp", "flash", "rwkv", "mamba",
 )
-IMPLEMENTED_ATTENTION = ("global", "flash", "local")
+IMPLEMENTED_ATTENTION = ("global", "flash")
 
 
 def derive(cfg: Config, where, *, world_size: int | None, explicit: set[str]) -> None:
@@ -319,7 +319,7 @@ def _attention(cfg: Config, where) -> None:
         if t not in IMPLEMENTED_ATTENTION:
             raise ConfigError(
                 f"{where('attention_config')}: attention type {t!r} is an upstream GPT-NeoX feature neox does not "
-                f"implement; use global, flash or local (with sliding_window_width)"
+                f"implement; use global or flash (with sliding_window_width for a sliding window)"
             )
     cfg.attention_types = types
 

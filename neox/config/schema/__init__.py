@@ -38,7 +38,7 @@ class DerivedValues:
         "2 x ffn_dim when gated. (Upstream's RWKV key of the same name is not supported.)",
         derived=True,
     )
-    is_gated_mlp: bool | None = key(None, "the activation is gated (geglu, reglu, swiglu, bilinear)", derived=True, upstream=False)
+    is_gated_mlp: bool | None = key(None, "the activation is gated (geglu, reglu, swiglu, bilinear, glu)", derived=True, upstream=False)
     attention_types: list | None = key(None, "attention type of each layer, expanded from attention_config", derived=True, upstream=False)
 
 

@@ -50,13 +50,11 @@ class ModelArgs:
     )
     norm: Literal["layernorm", "rmsnorm", "non_parametric_layernorm", "scalenorm", "te_rmsnorm", "te_layernorm"] = key(
         "layernorm",
-        "normalisation layer",
-        unimplemented_values=("non_parametric_layernorm", "scalenorm"),
-        hint="use layernorm or rmsnorm",
+        "normalisation layer (te_* variants need Transformer Engine)",
     )
     layernorm_epsilon: float = key(1.0e-5, "LayerNorm epsilon")
     rms_norm_epsilon: float = key(1.0e-8, "RMSNorm epsilon")
-    scalenorm_epsilon: float = key(1.0e-8, "ScaleNorm epsilon", implemented=False, hint="ScaleNorm is not implemented")
+    scalenorm_epsilon: float = key(1.0e-8, "ScaleNorm epsilon")
     pos_emb: Literal["learned", "rotary", "sinusoidal", "rpe", "alibi", "none"] = key(
         "learned",
         "position embedding",
@@ -82,8 +80,6 @@ class ModelArgs:
     ] = key(
         "gelu",
         "MLP activation; geglu/reglu/swiglu/bilinear/glu are gated",
-        unimplemented_values=("softsign", "mish", "glu"),
-        hint="use gelu, geglu, relu, silu, swish, reglu, swiglu or bilinear",
     )
     init_method: INIT_METHODS = key("normal", "init of all weights except the residual-output linears")
     output_layer_init_method: INIT_METHODS = key("scaled_normal", "init of the attention-output and MLP-output linears")
@@ -105,9 +101,11 @@ class AttentionArgs:
     """Which attention each layer uses."""
 
     attention_config: list | None = key(
-        None, "per-layer attention types as [[types, repeat], ...]; None means global everywhere"
+        None,
+        "per-layer attention types as [[types, repeat], ...]; None means global everywhere; neox implements "
+        "global and flash",
     )
-    sliding_window_width: int | None = key(None, "sliding-window attention width in tokens (local attention)")
+    sliding_window_width: int | None = key(None, "sliding-window attention: each query sees this many previous keys")
     sparsity_config: dict | None = key(
         None, "DeepSpeed sparse attention settings", implemented=False, hint="sparse attention is not implemented"
     )
