@@ -68,7 +68,9 @@ def _encode(kind: str, impl, texts: list[str]) -> list[list[int]]:
     if kind == "CharLevelTokenizer":
         return [[min(ord(c), 511) for c in t] for t in texts]
     if kind in ("GPT2BPETokenizer", "HFTokenizer"):
-        return [e.ids for e in impl.encode_batch(texts, add_special_tokens=False)]
+        # encode_batch_fast (tokenizers >= 0.20) skips character offsets, which nothing here uses.
+        batch = getattr(impl, "encode_batch_fast", impl.encode_batch)
+        return [e.ids for e in batch(texts, add_special_tokens=False)]
     if kind == "HFGPT2Tokenizer":
         return impl(texts, add_special_tokens=False)["input_ids"]
     if kind == "SPMTokenizer":
