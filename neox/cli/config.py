@@ -94,6 +94,9 @@ def run_check(args) -> int:
     cfg = _load(args)
     print(f"ok: {' '.join(cfg.files)}")
     print(f"    {cfg.summary()}")
+    if cfg.padded_vocab_size is None:
+        print(f"    note: padded_vocab_size is unknown here ({cfg.note('padded_vocab_size')}); "
+              "model building and the dry run need the tokenizer file or padded_vocab_size=N")
     return 0
 
 

@@ -6,6 +6,11 @@ filter has a bug (upstream issue #1432): NeoX's default ``gradient_clipping`` is
 DeepSpeed's is 0 (off), so a config with ``gradient_clipping: 1.0`` (every shipped config)
 sends nothing and trains without clipping. neox always passes ``gradient_clipping``.
 
+DeepSpeed 0.19 rejects unknown keys in the ``fp16``/``bf16`` blocks, while DeeperSpeed ignored
+them; upstream configs carry two such leftovers (``"fp16": true`` inside the fp16 block, as in
+the Pythia configs, and the ``"type"`` upstream itself injects). Those two are dropped; any
+other unknown key is a config error.
+
 The dict never contains ``optimizer`` or ``scheduler``: the training loop builds the optimizer
 and upstream's AnnealingLR schedule itself and hands them to DeepSpeed.
 """
@@ -40,6 +45,29 @@ PASSTHROUGH = (
 )
 
 
+# The keys DeepSpeed's fp16 and bf16 blocks accept (DeepSpeedFP16Config / DeepSpeedBF16Config).
+PRECISION_KEYS = {
+    "fp16": ("enabled", "auto_cast", "loss_scale", "initial_scale_power", "loss_scale_window", "hysteresis",
+             "consecutive_hysteresis", "min_loss_scale", "fp16_master_weights_and_grads"),
+    "bf16": ("enabled", "immediate_grad_update", "check_grad_overflow", "bf16_master_weights_and_grads",
+             "bf16_optimizer_states"),
+}
+LEGACY_PRECISION_KEYS = ("fp16", "type")
+
+
+def precision_block(cfg: Config, name: str) -> dict[str, Any]:
+    """The fp16/bf16 block for DeepSpeed: enabled, legacy keys dropped, unknown keys refused."""
+    block = {k: v for k, v in (getattr(cfg, name) or {}).items() if k not in LEGACY_PRECISION_KEYS}
+    for k in block:
+        if k not in PRECISION_KEYS[name]:
+            raise ConfigError(
+                f"{cfg.source(name) or 'config'}: {name}.{k} is not a DeepSpeed {name} setting; "
+                f"use {', '.join(PRECISION_KEYS[name])}"
+            )
+    block["enabled"] = True
+    return block
+
+
 def deepspeed_config(cfg: Config) -> dict[str, Any]:
     """The DeepSpeed config for a loaded :class:`~neox.config.Config`."""
     ds: dict[str, Any] = {
@@ -52,14 +80,9 @@ def deepspeed_config(cfg: Config) -> dict[str, Any]:
         "zero_optimization": copy.deepcopy(cfg.zero_optimization),
     }
     if cfg.precision == "fp16":
-        block = copy.deepcopy(cfg.fp16) if cfg.fp16 else {}
-        block.pop("type", None)
-        block["enabled"] = True
-        ds["fp16"] = block
+        ds["fp16"] = copy.deepcopy(precision_block(cfg, "fp16"))
     elif cfg.precision == "bfloat16":
-        block = copy.deepcopy(cfg.bf16) if cfg.bf16 else {}
-        block["enabled"] = True
-        ds["bf16"] = block
+        ds["bf16"] = copy.deepcopy(precision_block(cfg, "bf16"))
     for name in PASSTHROUGH:
         value = getattr(cfg, name)
         if value != KEYS[name].default:
