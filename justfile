@@ -53,7 +53,7 @@ bench *args:
 # Hugging Face dataset -> token counts -> JSONL -> tokenized .bin/.idx (dataset=org/name or a local path)
 [group('data')]
 prepare *args:
-    @just _todo prepare '"Data pipeline"'
+    {{python}} tools/datasets/prepare_hf_dataset.py "$@"
 
 # ---------------------------------------------------------------- checkpoints
 
