@@ -139,6 +139,7 @@ class TiedLMHead(nn.Module):
 
 def check_supported(cfg, tp: TensorParallel) -> None:
     """Raise ConfigError for settings this model does not implement (one line each)."""
+    cfg.require_padded_vocab_size()
     if cfg.pos_emb not in POSITION_EMBEDDINGS:
         raise ConfigError(
             f"pos_emb: {cfg.pos_emb!r} is not supported; use one of {', '.join(POSITION_EMBEDDINGS)}"

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 
-def _inv_freq(dim: int, base: float, device=None) -> torch.Tensor:
+def inverse_frequencies(dim: int, base: float, device=None) -> torch.Tensor:
+    """``1 / base^(2i/dim)`` for i < dim/2, in fp32."""
     return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim))
 
 
@@ -39,7 +40,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         assert dim % 2 == 0, f"rotary dims {dim} must be even"
         self.dim, self.base = dim, base
-        inv_freq = _inv_freq(dim, base, device)
+        inv_freq = inverse_frequencies(dim, base, device)
         if save_inv_freq:
             self.register_buffer("inv_freq", inv_freq.to(dtype), persistent=True)
         cos, sin = _cos_sin(inv_freq, max_seq_len)
@@ -51,7 +52,7 @@ class RotaryEmbedding(nn.Module):
         if seq_len <= self.cos_cached.shape[0]:
             cos, sin = self.cos_cached[:seq_len], self.sin_cached[:seq_len]
         else:  # longer than seq_length (e.g. evaluation): compute, don't grow the cache
-            cos, sin = _cos_sin(_inv_freq(self.dim, self.base, self.cos_cached.device), seq_len)
+            cos, sin = _cos_sin(inverse_frequencies(self.dim, self.base, self.cos_cached.device), seq_len)
             cos, sin = cos.to(self.cos_cached.dtype), sin.to(self.sin_cached.dtype)
         return cos.unsqueeze(1), sin.unsqueeze(1)
 

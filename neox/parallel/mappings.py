@@ -21,6 +21,9 @@ import torch.distributed as dist
 
 from neox.parallel.state import TensorParallel
 
+# torch 2.13 renamed all_gather_into_tensor (kept as a deprecated alias); older torch has only that.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
 
 def _group(tp: TensorParallel) -> dist.ProcessGroup:
     # Without this check a missing group would silently mean the default (world) group.
@@ -45,9 +48,11 @@ def _split_last_dim(x: torch.Tensor, tp: TensorParallel) -> torch.Tensor:
 
 def _gather_last_dim(x: torch.Tensor, tp: TensorParallel) -> torch.Tensor:
     x = x.contiguous()
-    out = torch.empty((tp.world_size, *x.shape), dtype=x.dtype, device=x.device)
-    dist.all_gather_into_tensor(out, x, group=_group(tp))
+    # Gathered along dim 0 (the layout every backend accepts), then viewed as [tp, ...].
+    out = torch.empty((tp.world_size * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)
+    _all_gather_single(out, x, group=_group(tp))
     # [tp, ..., n] -> [..., tp, n] -> [..., tp * n]: rank r's slice lands at r * n.
+    out = out.view(tp.world_size, *x.shape)
     return out.movedim(0, -2).reshape(*x.shape[:-1], tp.world_size * x.shape[-1])
 
 
