@@ -60,9 +60,10 @@ def check_keys(values: dict[str, Any], where) -> dict[str, Any]:
                 + _type_hint(info.type, value)
             ) from None
         if not info.implemented and not _is_off(info.default, value):
+            fix = "remove it" if info.default is None else f"remove it or set it to its default {info.default!r}"
             raise ConfigError(
                 f"{where(name)}: key '{name}' = {_show(value)} is an upstream GPT-NeoX feature neox does not implement "
-                f"({info.hint}); remove it or set it to its default {info.default!r}"
+                f"({info.hint}); {fix}"
             )
         if value in info.unimplemented_values:
             raise ConfigError(
@@ -111,7 +112,7 @@ def _fits(value: Any, tp: Any) -> bool:
 def _require(cfg: Config, where, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(cfg, name) is None:
-            raise ConfigError(f"{where(name)}: {name} is not set; add {name} ({KEYS[name].doc})")
+            raise ConfigError(f"{where(name)}: {name} is required but not set; add {name}: {KEYS[name].doc}")
 
 
 def _at_least(cfg: Config, where, minimum: int | float, names: tuple[str, ...]) -> None:

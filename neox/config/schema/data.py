@@ -93,10 +93,10 @@ class PostTrainingArgs:
     z_loss: float = key(0.0, "z-loss coefficient (reward models)")
     precompute_model_name: str | None = key(None, "suffix of precomputed reference log-prob datasets")
     kl_impl: Literal["abs", "mse", "kl", "full"] = key(
-        "mse", "REINFORCE KL estimator", implemented=False, hint="REINFORCE is not implemented"
+        "mse", "REINFORCE KL estimator", implemented=False, hint="REINFORCE"
     )
-    kl_div_beta: float = key(0.1, "REINFORCE KL coefficient", implemented=False, hint="REINFORCE is not implemented")
-    fp32_reinforce: bool = key(True, "REINFORCE loss in fp32", implemented=False, hint="REINFORCE is not implemented")
+    kl_div_beta: float = key(0.1, "REINFORCE KL coefficient", implemented=False, hint="REINFORCE")
+    fp32_reinforce: bool = key(True, "REINFORCE loss in fp32", implemented=False, hint="REINFORCE")
     reinforce_leave_one_out: bool = key(
-        False, "REINFORCE leave-one-out baseline", implemented=False, hint="REINFORCE is not implemented"
+        False, "REINFORCE leave-one-out baseline", implemented=False, hint="REINFORCE"
     )

@@ -29,14 +29,14 @@ INIT_METHODS = Literal[
 class ModelArgs:
     """Shape of the transformer and its layer variants."""
 
-    num_layers: int | None = key(None, "number of transformer blocks L (required)")
-    hidden_size: int | None = key(None, "model width h (required); must be divisible by num_attention_heads")
-    num_attention_heads: int | None = key(None, "query heads (required)")
+    num_layers: int | None = key(None, "number of transformer blocks L")
+    hidden_size: int | None = key(None, "model width h; a multiple of num_attention_heads")
+    num_attention_heads: int | None = key(None, "number of query heads")
     num_kv_heads: int | None = key(
         None, "key/value heads for GQA/MQA; None means num_attention_heads; must divide num_attention_heads"
     )
     seq_length: int | None = key(None, "training context length s in tokens; at most max_position_embeddings")
-    max_position_embeddings: int | None = key(None, "size of the position table (required); at least seq_length")
+    max_position_embeddings: int | None = key(None, "size of the position table; at least seq_length")
     intermediate_size: int | None = key(
         None, "MLP width before upstream's gated 2/3 rounding; None means 4 x hidden_size"
     )
@@ -64,8 +64,8 @@ class ModelArgs:
     rotary_pct: float = key(1.0, "fraction of each head's dims that rotary rotates (0 < pct <= 1)")
     rotary_emb_base: int = key(10000, "rotary theta")
     rotary_save_freqs_buffer: bool = key(False, "save rotary inv_freq in checkpoints (Pythia/20B-era checkpoints have it)")
-    rpe_num_buckets: int = key(32, "T5 relative position buckets", implemented=False, hint="rpe is not implemented")
-    rpe_max_distance: int = key(128, "T5 relative position max distance", implemented=False, hint="rpe is not implemented")
+    rpe_num_buckets: int = key(32, "T5 relative position buckets", implemented=False, hint="rpe")
+    rpe_max_distance: int = key(128, "T5 relative position max distance", implemented=False, hint="rpe")
     opt_pos_emb_offset: int = key(0, "offset added to learned position ids (2 for OPT)")
     no_weight_tying: bool = key(False, "false ties the LM head to the input embedding")
     gpt_j_residual: bool = key(False, "parallel attention + MLP residual (HF use_parallel_residual)")
@@ -90,10 +90,10 @@ class ModelArgs:
     attention_softmax_in_fp32: bool = key(False, "compute the attention softmax in fp32")
     use_cpu_initialization: bool = key(False, "initialise parameters on the CPU (a hint; the result is the same)")
     output_layer_parallelism: Literal["column"] = key("column", "LM head split over the vocab (the only upstream choice)")
-    num_unique_layers: int | None = key(None, "layer parameter sharing", implemented=False, hint="layer sharing is not implemented")
-    param_sharing_style: str = key("grouped", "order of shared layers", implemented=False, hint="layer sharing is not implemented")
-    soft_prompt_tuning: dict | None = key(None, "soft prompt tuning settings", implemented=False, hint="soft prompt tuning is not implemented")
-    gmlp_attn_dim: int = key(64, "gMLP attention width", implemented=False, hint="gMLP blocks are not implemented")
+    num_unique_layers: int | None = key(None, "layer parameter sharing", implemented=False, hint="layer sharing")
+    param_sharing_style: str = key("grouped", "order of shared layers", implemented=False, hint="layer sharing")
+    soft_prompt_tuning: dict | None = key(None, "soft prompt tuning settings", implemented=False, hint="soft prompt tuning")
+    gmlp_attn_dim: int = key(64, "gMLP attention width", implemented=False, hint="gMLP blocks")
 
 
 @dataclass
@@ -107,7 +107,7 @@ class AttentionArgs:
     )
     sliding_window_width: int | None = key(None, "sliding-window attention: each query sees this many previous keys")
     sparsity_config: dict | None = key(
-        None, "DeepSpeed sparse attention settings", implemented=False, hint="sparse attention is not implemented"
+        None, "DeepSpeed sparse attention settings", implemented=False, hint="sparse attention"
     )
 
 

@@ -31,15 +31,15 @@ class DeepSpeedArgs:
     comms_logger: dict | None = key(None, "DeepSpeed communication logger block")
     checkpoint: dict | None = key(None, "DeepSpeed checkpoint options block")
     deepspeed_extra_args: dict | None = key(None, "extra DeepSpeed config keys; may not repeat a key set elsewhere")
-    autotuning: dict | None = key(None, "DeepSpeed autotuning block", implemented=False, hint="autotuning is not implemented")
-    elasticity: dict | None = key(None, "DeepSpeed elastic training block", implemented=False, hint="elastic training is not implemented")
-    compression_training: dict | None = key(None, "DeepSpeed compression block", implemented=False, hint="compression is not implemented")
-    data_efficiency: dict | None = key(None, "DeepSpeed data-efficiency block", implemented=False, hint="data efficiency is not implemented")
-    sparse_attention: dict | None = key(None, "DeepSpeed sparse attention block", implemented=False, hint="sparse attention is not implemented")
+    autotuning: dict | None = key(None, "DeepSpeed autotuning block", implemented=False, hint="autotuning")
+    elasticity: dict | None = key(None, "DeepSpeed elastic training block", implemented=False, hint="elastic training")
+    compression_training: dict | None = key(None, "DeepSpeed compression block", implemented=False, hint="compression")
+    data_efficiency: dict | None = key(None, "DeepSpeed data-efficiency block", implemented=False, hint="data efficiency")
+    sparse_attention: dict | None = key(None, "DeepSpeed sparse attention block", implemented=False, hint="sparse attention")
     curriculum_learning: dict | None = key(
-        None, "DeepSpeed curriculum learning block", implemented=False, hint="curriculum learning is not implemented"
+        None, "DeepSpeed curriculum learning block", implemented=False, hint="curriculum learning"
     )
-    curriculum_seqlen: int = key(0, "current curriculum sequence length", implemented=False, hint="curriculum learning is not implemented")
+    curriculum_seqlen: int = key(0, "current curriculum sequence length", implemented=False, hint="curriculum learning")
 
 
 @dataclass
@@ -67,19 +67,19 @@ class LoggingArgs:
         False, "log the fraction of zero gradients", implemented=False, hint="neox logs the gradient and parameter norms"
     )
     log_gradient_noise_scale: bool = key(
-        False, "log the gradient noise scale", implemented=False, hint="the gradient noise scale is not implemented"
+        False, "log the gradient noise scale", implemented=False, hint="the gradient noise scale"
     )
     gradient_noise_scale_n_batches: int = key(
-        5, "batches for the gradient noise scale", implemented=False, hint="the gradient noise scale is not implemented"
+        5, "batches for the gradient noise scale", implemented=False, hint="the gradient noise scale"
     )
     gradient_noise_scale_cpu_offload: bool = key(
-        False, "offload gradient-noise buffers", implemented=False, hint="the gradient noise scale is not implemented"
+        False, "offload gradient-noise buffers", implemented=False, hint="the gradient noise scale"
     )
-    memory_profiling: bool = key(False, "record a CUDA memory snapshot", implemented=False, hint="memory snapshots are not implemented")
-    memory_profiling_path: str | None = key(None, "memory snapshot path", implemented=False, hint="memory snapshots are not implemented")
-    profile: bool = key(False, "nsys/torch profiling window", implemented=False, hint="profiling windows are not implemented")
-    profile_step_start: int = key(10, "first profiled step", implemented=False, hint="profiling windows are not implemented")
-    profile_step_stop: int = key(12, "last profiled step", implemented=False, hint="profiling windows are not implemented")
+    memory_profiling: bool = key(False, "record a CUDA memory snapshot", implemented=False, hint="memory snapshots")
+    memory_profiling_path: str | None = key(None, "memory snapshot path", implemented=False, hint="memory snapshots")
+    profile: bool = key(False, "nsys/torch profiling window", implemented=False, hint="profiling windows")
+    profile_step_start: int = key(10, "first profiled step", implemented=False, hint="profiling windows")
+    profile_step_stop: int = key(12, "last profiled step", implemented=False, hint="profiling windows")
 
 
 @dataclass
@@ -100,7 +100,7 @@ class RunnerArgs:
     no_ssh_check: bool = key(False, "skip the runner's ssh check")
     comment: str | None = key(None, "srun --comment")
     account: str | None = key(None, "srun --account")
-    autotuning_run: str | None = key(None, "DeepSpeed autotuning mode", implemented=False, hint="autotuning is not implemented")
+    autotuning_run: str | None = key(None, "DeepSpeed autotuning mode", implemented=False, hint="autotuning")
 
 
 @dataclass
@@ -118,9 +118,9 @@ class ProcessArgs:
     do_test: bool | None = key(None, "set during training")
     deepscale: bool = key(False, "deprecated upstream flag")
     deepscale_config: str | None = key(None, "deprecated upstream flag")
-    lazy_mpu_init: bool = key(False, "skip DDP init for an external manager", implemented=False, hint="remove it")
+    lazy_mpu_init: bool = key(False, "skip DDP init for an external manager", implemented=False, hint="an external DDP manager hook")
     adlr_autoresume: bool = key(False, "ADLR cluster auto-resume", implemented=False, hint="neox requeues through Slurm signals")
-    adlr_autoresume_interval: int = key(1000, "ADLR auto-resume check interval", implemented=False, hint="remove it")
+    adlr_autoresume_interval: int = key(1000, "ADLR auto-resume check interval", implemented=False, hint="neox requeues through Slurm signals")
 
 
 @dataclass

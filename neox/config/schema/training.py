@@ -49,7 +49,7 @@ class CheckpointArgs:
         False, "check a forward pass after loading", implemented=False, hint="use `neox verify` to check a checkpoint"
     )
     s3_path: str | None = key(None, "S3 bucket to upload checkpoints to", implemented=False, hint="upload checkpoints with tools/ckpts")
-    s3_chunk_size: int = key(104_857_600, "S3 upload chunk size in bytes", implemented=False, hint="S3 upload is not implemented")
+    s3_chunk_size: int = key(104_857_600, "S3 upload chunk size in bytes", implemented=False, hint="S3 upload")
     config_files: dict | None = key(None, "the original config files by name (set by the loader)", derived=True)
     save_iters: list | None = key(None, "steps at which to save (set during training)", derived=True)
 

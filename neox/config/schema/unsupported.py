@@ -13,12 +13,12 @@ from typing import Literal
 
 from neox.config.fields import key
 
-_MOE = "mixture of experts is not implemented; train a dense model (remove the MoE keys)"
-_MUP = "muP is not implemented; remove the muP keys and use the standard parametrisation"
-_MAMBA = "Mamba layers are not implemented; use global or flash attention layers"
-_RWKV = "RWKV layers are not implemented; use global or flash attention layers"
-_COMET = "Comet logging is not implemented; use use_wandb or tensorboard_dir"
-_SERVE = "online weight/data serving is not implemented"
+_MOE = "mixture of experts; train a dense model"
+_MUP = "muP; use the standard parametrisation"
+_MAMBA = "Mamba layers; use global or flash attention layers"
+_RWKV = "RWKV layers; use global or flash attention layers"
+_COMET = "Comet logging; use use_wandb or tensorboard_dir"
+_SERVE = "online weight and data serving"
 
 
 def _off(default, doc, hint):
