@@ -22,7 +22,8 @@ examples:
   neox config show --doc rotary_pct
 
 Without --world-size the world size comes from WORLD_SIZE, the config's global_num_gpus, or a
-fully given batch triad (train_batch_size, micro batch and gradient_accumulation_steps), else 1.
+fully given batch triad (train_batch_size, micro batch and gradient_accumulation_steps), else it
+is pipe x tensor parallel size (one data-parallel replica).
 Errors are one line on stderr (file:line, key, value, what is allowed, the fix); exit status 1.
 """
 

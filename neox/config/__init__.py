@@ -39,7 +39,8 @@ def load(
     may be set in only one of them. ``overrides``: ``["key=value", "optimizer.params.lr=3e-4"]`` or a
     dict, applied last. ``world_size``: total GPUs of the run. When None it comes from the
     ``WORLD_SIZE`` environment variable, else from the config's ``global_num_gpus``, else it is
-    inferred from a fully given batch triad, else 1 (a CPU run); ``cfg.note("world_size")`` says which.
+    inferred from a fully given batch triad, else it is pipe x tensor parallel size (one data-parallel
+    replica; 1, a CPU run, without model parallelism); ``cfg.note("world_size")`` says which.
     The training loop passes the real world size.
     """
     if isinstance(paths, (str, os.PathLike)):

@@ -9,7 +9,8 @@ Matches upstream's ``NeoXArgs.calculate_derived`` and ``calculate_batch_paramete
   neox takes it from the caller (the training loop passes the real one), else from
   ``WORLD_SIZE``, else from the config's ``global_num_gpus``/``world_size``; else, when all
   three batch values are given, it is the one that makes them consistent (so a cluster config
-  checks cleanly on a laptop); else 1.
+  checks cleanly on a laptop); else pipe x tensor, one data-parallel replica (1 without model
+  parallelism: a CPU run).
 - **Gradient accumulation.** Upstream's dataclass default of 1 counts as "given", so a config
   with ``train_batch_size`` and ``train_micro_batch_size_per_gpu`` but no
   ``gradient_accumulation_steps`` fails unless train_batch = micro x dp. neox derives the
@@ -95,7 +96,7 @@ def _world(cfg: Config, where, world_size: int | None, explicit: set[str]) -> No
         if tb and mb and "gradient_accumulation_steps" in explicit and gas and tb % (mb * gas) == 0:
             world_size, source = tb // (mb * gas) * pp * tp, "inferred from the batch sizes"
         else:
-            world_size, source = 1, "default (pass --world-size)"
+            world_size, source = pp * tp, "default: one data-parallel replica (pass --world-size)"
     if world_size < 1:
         raise ConfigError(f"{where('world_size')}: world size {world_size} must be at least 1")
     if world_size % (pp * tp):

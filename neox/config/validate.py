@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 # Keys that no longer exist upstream, and what replaced them.
 RENAMED = {
     "save_interval": "checkpoint_factor",
-    "gas": "gradient_accumulation_steps",
     "lr_decay_steps": "lr_decay_iters",
     "train_steps": "train_iters",
     "vocab_size": "padded_vocab_size (derived from the tokenizer)",
@@ -36,9 +35,13 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _is_off(default: Any, value: Any) -> bool:
+# Legacy keys upstream accepted but never read, and the value that keeps them harmless.
+NO_OP_VALUES = {"gas": 1}
+
+
+def _is_off(default: Any, value: Any, name: str = "") -> bool:
     """A value that leaves an unimplemented feature off: its default, an empty block or enabled: false."""
-    if value == default:
+    if value == default or (name in NO_OP_VALUES and value == NO_OP_VALUES[name]):
         return True
     if default is None and value in ({}, []):
         return True
@@ -59,7 +62,7 @@ def check_keys(values: dict[str, Any], where) -> dict[str, Any]:
                 f"{where(name)}: key '{name}' is {_show(value)} ({type(value).__name__}) but must be {err}"
                 + _type_hint(info.type, value)
             ) from None
-        if not info.implemented and not _is_off(info.default, value):
+        if not info.implemented and not _is_off(info.default, value, name):
             fix = "remove it" if info.default is None else f"remove it or set it to its default {info.default!r}"
             raise ConfigError(
                 f"{where(name)}: key '{name}' = {_show(value)} is an upstream GPT-NeoX feature neox does not implement "

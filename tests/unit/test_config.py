@@ -224,6 +224,9 @@ def test_unimplemented_features_fail_only_when_not_default():
         small(train_impl="reinforce")
     with pytest.raises(ConfigError, match=r"attention type 'sparse_fixed' is an upstream GPT-NeoX feature neox does not"):
         small(attention_config=[[["sparse_fixed"], 2]])
+    assert small(gas=1).gradient_accumulation_steps == 1  # Pythia's configs carry "gas": 1
+    with pytest.raises(ConfigError, match=r"key 'gas' = 2 is an upstream GPT-NeoX feature .*set gradient_accumulation_steps"):
+        small(gas=2)
     with pytest.raises(ConfigError, match=r"mlp_type 'llama' is an upstream GPT-NeoX option neox does not implement; use activation: swiglu"):
         small(mlp_type="llama")
 
@@ -272,7 +275,8 @@ def test_batch_triad_errors():
 
 
 def test_world_size_sources(monkeypatch):
-    assert small().world_size == 1 and small().note("world_size").startswith("default")
+    assert small().world_size == 1 and small().note("world_size").startswith("default: one data-parallel replica")
+    assert small(pipe_parallel_size=2, model_parallel_size=2).world_size == 4
     full = {"train_batch_size": 96, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}
     inferred = small(model_parallel_size=2, **full)
     assert (inferred.world_size, inferred.data_parallel_size) == (24, 12)

@@ -30,3 +30,9 @@ class BatchArgs:
     train_micro_batch_size_per_gpu: int | None = key(None, "samples per GPU per forward/backward")
     gradient_accumulation_steps: int = key(1, "micro batches accumulated per optimizer step")
     batch_size: int | None = key(None, "the micro batch (derived)", derived=True)
+    gas: int | None = key(
+        None,
+        "legacy key upstream never read (removed in upstream PR #1144; Pythia's configs still set 1)",
+        implemented=False,
+        hint="it never changed anything upstream; only 1 is accepted, set gradient_accumulation_steps instead",
+    )
