@@ -61,6 +61,10 @@ class Config(
         self._files: list[str] = []
         self._notes: dict[str, str] = {}
 
+    def __repr__(self) -> str:
+        # The generated repr would list ~350 fields.
+        return f"Config({' '.join(self._files) or 'dict'}: {self.summary()})"
+
     # -- introspection ---------------------------------------------------------------------------
     @staticmethod
     def info(name: str) -> KeyInfo:

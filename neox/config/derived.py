@@ -354,12 +354,22 @@ def pad_vocab(vocab: int, divisible_by: int, model_parallel_size: int) -> int:
     return multiple * math.ceil(vocab / multiple)
 
 
+# tiktoken's built-in encodings (n_vocab), so that loading a config never downloads one.
+TIKTOKEN_VOCAB = {"cl100k_base": 100277, "o200k_base": 200019, "p50k_base": 50281, "r50k_base": 50257, "gpt2": 50257}
+
+
 def _vocab(cfg: Config, where, explicit: set[str]) -> None:
     if cfg.make_vocab_size_divisible_by < 1:
         raise ConfigError(f"{where('make_vocab_size_divisible_by')}: make_vocab_size_divisible_by must be at least 1")
-    needs_file = cfg.tokenizer_type not in ("CharLevelTokenizer", "TiktokenTokenizer", "HFGPT2Tokenizer")
-    if needs_file and not cfg.vocab_file:
-        computed, reason = None, f"no vocab_file is set for tokenizer_type {cfg.tokenizer_type}"
+    kind, vocab_file = cfg.tokenizer_type, cfg.vocab_file
+    if kind == "TiktokenTokenizer" and (vocab_file or "cl100k_base") in TIKTOKEN_VOCAB:
+        vocab = TIKTOKEN_VOCAB[vocab_file or "cl100k_base"]
+        computed, reason = pad_vocab(vocab, cfg.make_vocab_size_divisible_by, cfg.model_parallel_size), None
+    elif kind in ("TiktokenTokenizer", "HFGPT2Tokenizer") and not (vocab_file and Path(vocab_file).exists()):
+        # A hub name: loading it could mean a download, which a config check must not do.
+        computed, reason = None, f"{kind} {vocab_file or '(default)'} is not a local file and is not loaded at config time"
+    elif kind != "CharLevelTokenizer" and not vocab_file:
+        computed, reason = None, f"no vocab_file is set for tokenizer_type {kind}"
     else:
         try:
             vocab = tokenizer_vocab_size(cfg.tokenizer_type, cfg.vocab_file, cfg.merge_file)

@@ -298,6 +298,21 @@ def test_padded_vocab_from_tokenizer_with_tensor_parallelism():
     assert pad_vocab(50277, 128, 1) == 50304 and pad_vocab(50277, 128, 2) == 50432
 
 
+def test_padded_vocab_never_downloads():
+    assert small(tokenizer_type="TiktokenTokenizer").padded_vocab_size == 100352  # cl100k_base: 100277
+    hub = small(tokenizer_type="HFGPT2Tokenizer", vocab_file="gpt2")
+    assert hub.padded_vocab_size is None and "not loaded at config time" in hub.note("padded_vocab_size")
+
+
+def test_config_pickles_and_has_a_short_repr():
+    import pickle
+
+    cfg = load(["configs/neox-tiny.yml"])
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again.to_dict() == cfg.to_dict() and again.source("hidden_size") == "configs/neox-tiny.yml:6"
+    assert repr(cfg) == f"Config(configs/neox-tiny.yml: {cfg.summary()})"
+
+
 def test_padded_vocab_without_the_tokenizer_file():
     cfg = small(tokenizer_type="HFTokenizer", vocab_file="data/missing.json")
     assert cfg.padded_vocab_size is None
