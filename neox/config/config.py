@@ -1,9 +1,22 @@
 """The loaded config: one flat object composed from the schema's section dataclasses.
 
 A :class:`Config` reads like upstream's ``NeoXArgs`` (``cfg.hidden_size``, ``cfg.train_batch_size``)
-and carries the derived values (``cfg.data_parallel_size``, ``cfg.padded_vocab_size``,
-``cfg.ffn_dim``...). Build it with :func:`neox.config.load`, not directly: ``load`` validates
-and derives. It remembers which file each key came from.
+and carries the derived values, computed once by ``neox.config.derived``:
+
+- layout: ``world_size``, ``data_parallel_size``, ``is_pipe_parallel``
+- batch: ``train_batch_size``, ``train_micro_batch_size_per_gpu``, ``gradient_accumulation_steps``,
+  ``batch_size`` (= micro batch)
+- vocab: ``padded_vocab_size`` (None when the tokenizer is not readable here and none is given;
+  ``require_padded_vocab_size()`` raises with the reason)
+- optimizer/schedule: ``lr``, ``optimizer_type``, ``lr_decay_iters`` (resolved T), ``warmup_iters``
+  (W = warmup x T, a float)
+- precision: ``precision`` (fp16/bfloat16/fp32), ``params_dtype`` (float16/bfloat16/float32),
+  ``dynamic_loss_scale``, ``zero_stage`` (and the other ``zero_*``)
+- shape: ``kv_heads``, ``head_dim``, ``rotary_ndims``, ``ffn_dim`` (linear2 input; linear1 outputs
+  2 x ffn_dim when ``is_gated_mlp``), ``is_gated_mlp``, ``attention_types`` (one per layer)
+
+Build it with :func:`neox.config.load` (or ``from_dict``), not directly: they validate and derive.
+It remembers which file each key came from.
 """
 
 from __future__ import annotations

@@ -19,11 +19,20 @@ if TYPE_CHECKING:
     from neox.config.config import Config
 
 # Keys that no longer exist upstream, and what replaced them.
-RENAMED = {
-    "save_interval": "checkpoint_factor",
+RENAMED = {"save_interval": "checkpoint_factor"}
+# Names from Megatron-LM and HF configs that users carry over, and the GPT-NeoX key.
+OTHER_NAMES = {
+    "micro_batch_size": "train_micro_batch_size_per_gpu",
+    "global_batch_size": "train_batch_size",
+    "tensor_model_parallel_size": "model_parallel_size",
+    "pipeline_model_parallel_size": "pipe_parallel_size",
+    "ffn_hidden_size": "intermediate_size",
+    "num_query_groups": "num_kv_heads",
+    "num_key_value_heads": "num_kv_heads",
+    "vocab_size": "padded_vocab_size (derived from the tokenizer)",
     "lr_decay_steps": "lr_decay_iters",
     "train_steps": "train_iters",
-    "vocab_size": "padded_vocab_size (derived from the tokenizer)",
+    "rope_theta": "rotary_emb_base",
 }
 # Dicts upstream requires to carry certain keys.
 REQUIRED_DICT_KEYS = {"optimizer": ("type", "params"), "scheduler": ("type", "params"), "fp16": ("enabled",),
@@ -86,6 +95,8 @@ def unknown_key_message(name: str) -> str:
     message = f"key '{name}' is not a GPT-NeoX config key"
     if name in RENAMED:
         return f"{message}; upstream renamed it to {RENAMED[name]}"
+    if name in OTHER_NAMES:
+        return f"{message}; the GPT-NeoX key is {OTHER_NAMES[name]}"
     close = difflib.get_close_matches(name, list(KEYS), n=1, cutoff=0.75)
     if close:
         return f"{message}; did you mean '{close[0]}'?"

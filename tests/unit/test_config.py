@@ -140,6 +140,8 @@ def test_override_errors():
         load(files, ["train_iters"])
     with pytest.raises(ConfigError, match=r"override 'seed.x' reaches into 'seed', but seed is 1234, not a mapping"):
         load(files, ["seed=1234", "seed.x=1"])
+    with pytest.raises(ConfigError, match=r"key 'global_batch_size' is not a GPT-NeoX config key; the GPT-NeoX key is train_batch_size"):
+        load(files, ["global_batch_size=8"])
     with pytest.raises(ConfigError, match=r"command line \(hiden_size=\.\.\.\): key 'hiden_size' is not a GPT-NeoX "
                                           r"config key; did you mean 'hidden_size'\?"):
         load(files, ["hiden_size=3"])
