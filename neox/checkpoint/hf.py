@@ -19,7 +19,8 @@ the keys of a sequential-mode checkpoint's ``module`` dict. Legacy MLP names
 is written when ``rotary_save_freqs_buffer`` is set and dropped towards HF. A tied model
 (``no_weight_tying: false``) has no head entry on either side.
 
-The functions are pure: tensors are reused, not copied or cast. A key left over or missing is a
+The functions are pure: tensors that map one to one are passed through (no copy, no cast);
+fused ones are built with ``cat``/``stack`` or split into views. A key left over or missing is a
 :class:`~neox.errors.CheckpointError`; a config HF cannot express is a
 :class:`~neox.errors.ConfigError`. TP splitting and file I/O belong to the converter.
 """
@@ -128,15 +129,13 @@ def _layer_pairs(cfg, arch: str, i: int) -> list[tuple[str, str]]:
             for ln in ("input_layernorm", "post_attention_layernorm")
             for p in norms
         ]
-        attn_params = ("weight", "bias") if cfg.use_bias_in_attn_linear else ("weight",)
         pairs += [
             (f"{n}attention.{m}.{p}", f"{h}attention.{m}.{p}")
             for m in ("query_key_value", "dense")
-            for p in attn_params
+            for p in _bias_opt(cfg.use_bias_in_attn_linear)
         ]
-        pairs += [(f"{n}mlp.linear1.{p}", f"{h}mlp.dense_h_to_4h.{p}") for p in ("weight", "bias")] + [
-            (f"{n}mlp.linear2.{p}", f"{h}mlp.dense_4h_to_h.{p}") for p in ("weight", "bias")
-        ]
+        pairs += [(f"{n}mlp.linear1.{p}", f"{h}mlp.dense_h_to_4h.{p}") for p in ("weight", "bias")]
+        pairs += [(f"{n}mlp.linear2.{p}", f"{h}mlp.dense_4h_to_h.{p}") for p in ("weight", "bias")]
         return pairs
     h = f"model.layers.{i}."
     pairs = [(f"{n}input_layernorm.scale", f"{h}input_layernorm.weight")]

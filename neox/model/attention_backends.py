@@ -38,6 +38,7 @@ class SDPAttention:
 
     def __init__(self, window: int | None = None) -> None:
         self.window = window
+        self._mask: torch.Tensor | None = None  # the last sliding-window mask, reused while s is unchanged
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
         # SDPA wants [b, heads, s, d]; the transposes are views, the kernels take the strides.
@@ -46,9 +47,14 @@ class SDPAttention:
         if self.window is None:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa)
         else:
-            mask = _sliding_window_mask(q.shape[2], self.window, q.device)
+            mask = self._window_mask(q.shape[2], q.device)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
         return out.transpose(1, 2)
+
+    def _window_mask(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        if self._mask is None or self._mask.shape[0] != seq_len or self._mask.device != device:
+            self._mask = _sliding_window_mask(seq_len, self.window, device)
+        return self._mask
 
 
 def _sliding_window_mask(seq_len: int, window: int, device: torch.device) -> torch.Tensor:
