@@ -11,22 +11,26 @@ default:
 
 # ---------------------------------------------------------------- setup
 
-# build the Apptainer image (on a compute node through Slurm, or local=true here)
+# build the Apptainer image (on a compute node through Slurm, or local=true here); KEY=value overrides containers/versions.env
 [group('setup')]
 build-image *args:
-    @just _todo build-image '"HPC layer"'
+    neox cluster build-image "$@"
 
-# check the runtime: torch/CUDA/NCCL versions, flash-attn, TE, DeepSpeed ops, NCCL plugin
+# check the runtime: torch/CUDA/NCCL versions, flash-attn, TE, DeepSpeed ops, NCCL plugin (in $NEOX_SIF when set)
 [group('setup')]
 verify:
-    @just _todo verify '"HPC layer"'
+    #!/usr/bin/env bash
+    if [ -n "${NEOX_SIF:-}" ]; then exec apptainer exec --nv "$NEOX_SIF" neox verify; fi
+    exec neox verify
 
 # ---------------------------------------------------------------- train
 
 # validate configs, then train here (no nodes=) or submit a Slurm job (nodes=N); extra key=value override the config
 [group('train')]
 train *args:
-    neox train "$@"
+    #!/usr/bin/env bash
+    for arg in "$@"; do case $arg in nodes=*) exec neox slurm submit "$@" ;; esac; done
+    exec neox train "$@"
 
 # dry run: parameter count, FLOPs/token, batch arithmetic, layout and memory for a world size
 [group('train')]
@@ -69,15 +73,40 @@ convert-neox *args:
 
 # ---------------------------------------------------------------- cluster
 
-# a VS Code tunnel on a compute node: submits, waits, prints the login code and URL
+# run a command on a compute node, in the image when the site has one: just run [nodes=N gpus=G time=..] -- cmd
 [group('cluster')]
-tunnel *args:
-    @just _todo tunnel '"HPC layer"'
+run *args:
+    neox slurm run "$@"
 
 # your Slurm jobs: state, elapsed, last iteration, loss, tokens/s, ETA
 [group('cluster')]
 status:
-    @just _todo status '"HPC layer"'
+    neox slurm status
+
+# print a job's log and follow it across chained links (default: your latest job)
+[group('cluster')]
+logs *job:
+    neox slurm logs "$@"
+
+# cancel a job and the chain links queued after it
+[group('cluster')]
+cancel job:
+    neox slurm cancel "$@"
+
+# a VS Code tunnel on a compute node: submits, waits, prints the login code and URL (name= time=)
+[group('cluster')]
+tunnel *args:
+    neox slurm tunnel "$@"
+
+# download the standalone VS Code CLI into a per-architecture directory (arch=aarch64 for GH200 nodes)
+[group('cluster')]
+install-vscode-cli *args:
+    neox cluster install-vscode-cli "$@"
+
+# all-reduce bandwidth over N nodes, and whether it means Slingshot or TCP sockets
+[group('cluster')]
+nccl-test *args:
+    neox slurm nccl-test "$@"
 
 # ---------------------------------------------------------------- dev
 
