@@ -15,15 +15,14 @@ from pathlib import Path
 
 from neox.errors import NeoxError
 
+# install.sh installs the repository editable (in the image too), so the pins sit beside the code.
 CONTAINERS = Path(__file__).resolve().parents[2] / "containers"
-# Inside the image the repo is installed, not checked out: install.sh copies the pins here.
-IMAGE_PINS = Path("/opt/neox/pins")
 
 _KV = re.compile(r'^([A-Z_][A-Z0-9_]*)="([^"]*)"$')
 
 
 def pins_dir() -> Path:
-    return CONTAINERS if (CONTAINERS / "versions.env").is_file() else IMAGE_PINS
+    return CONTAINERS
 
 
 def read_versions(path: Path | None = None) -> dict[str, str]:
@@ -99,10 +98,34 @@ def mismatches(profile: str, *, required: tuple[str, ...] = ("torch", "deepspeed
     return problems
 
 
+def image_record() -> dict:
+    """What the image holds, for the provenance JSON (``install.sh`` writes it to /opt/neox/image.json)."""
+    import platform
+
+    from neox.cluster import nccl
+
+    record = {"python": platform.python_version(), "machine": platform.machine()}
+    for name in ("torch", "deepspeed", "flash-attn", "transformer-engine", "nvidia-nccl-cu12", "transformers", "neox"):
+        record[name] = installed(name)
+    libdir = nccl.torch_lib_dir()
+    site = libdir.parents[1] if libdir else None
+    lib = site / "nvidia" / "nccl" / "lib" / "libnccl.so.2" if site else None
+    record["nccl_library"] = str(lib) if lib and lib.is_file() else None
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neox.cluster.versions", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", metavar="PROFILE", required=True, help="cuda or cpu: fail on any installed drift")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--check", metavar="PROFILE", help="cuda or cpu: fail on any installed drift")
+    group.add_argument("--record", metavar="PATH", help="write what is installed (JSON) for the image's provenance")
     args = parser.parse_args(argv)
+    if args.record:
+        import json
+
+        Path(args.record).write_text(json.dumps(image_record(), indent=2) + "\n")
+        print(f"wrote {args.record}")
+        return 0
     try:
         problems = mismatches(args.check)
     except NeoxError as err:
