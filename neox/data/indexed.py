@@ -381,8 +381,17 @@ class IndexedDatasetBuilder:
             _copy(self._docs, f, 8 * self.num_docs)
         self._sizes.close()
         self._docs.close()
-        os.replace(self._bin_tmp, data_file_path(self.prefix))
-        os.replace(idx_tmp, index_file_path(self.prefix))
+        final_bin, final_idx = data_file_path(self.prefix), index_file_path(self.prefix)
+        try:
+            os.replace(self._bin_tmp, final_bin)
+            os.replace(idx_tmp, final_idx)
+        except OSError as err:
+            # Never leave a .bin without its .idx (or an old .idx with a new .bin).
+            for p in (self._bin_tmp, idx_tmp, final_bin):
+                if os.path.isfile(p):
+                    os.remove(p)
+            self._closed = True
+            raise DataError(f"cannot move {final_idx} into place ({err.strerror}); nothing was written") from None
         self._closed = True
 
     def abort(self) -> None:
