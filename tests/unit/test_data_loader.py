@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -206,5 +205,25 @@ def test_get_batch_shifts_and_masks():
     assert mask.tolist() == [[1, 0, 1, 1], [1, 1, 1, 1]]
 
 
-def test_rank_env_is_cleaned():
-    assert "RANK" not in os.environ or os.environ["RANK"] == "0"
+
+
+def test_with_a_real_config(tmp_path):
+    """neox.config.load -> build_datasets -> build_loader -> get_batch on the tiny preset."""
+    from pydoc_data.topics import topics
+
+    from neox.config import load
+    from neox.tokenizer import build_tokenizer
+
+    tok = build_tokenizer("HFTokenizer", str(Path(__file__).resolve().parents[2] / "configs/tokenizers/neox-tiny.json"))
+    with IndexedDatasetBuilder(tmp_path / "pydoc_text_document", dtype=np.uint16) as b:
+        for key in sorted(topics):
+            b.add_item(tok.encode(topics[key]) + [tok.eod])
+            b.end_document()
+    cfg = load(["configs/neox-tiny.yml"], [f"data_path={tmp_path / 'pydoc_text_document'}", "train_iters=10",
+                                           "eval_interval=5", "eval_iters=2", "num_workers=0"])
+    train, valid, test = build_datasets(cfg)
+    assert len(train) >= 10 * cfg.train_batch_size and valid is not None
+    batch = next(build_loader(train, cfg, dp_rank=0, dp_size=1, consumed_samples=0))
+    tokens, labels, mask = get_batch(batch, cfg, tok.eod)
+    assert tokens.shape == (cfg.train_micro_batch_size_per_gpu, cfg.seq_length) and mask.all()
+    assert torch.equal(labels[:, :-1], tokens[:, 1:])
