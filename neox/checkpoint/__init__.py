@@ -7,6 +7,7 @@ Saving and resuming a training run (optimizer, scheduler, RNG, data position) is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from neox.checkpoint.layout import resolve
@@ -25,10 +26,12 @@ def load_model(path, config=None, *, iteration: int | None = None):
 
     ``path`` is a save directory (its ``latest`` checkpoint, or ``global_step<iteration>``) or a
     ``global_step<N>`` directory. ``config`` is a :class:`neox.config.Config`; without it the
-    config files saved in the checkpoint's ``configs/`` are used. Either layout (layer files or
+    config files saved in the checkpoint's ``configs/`` are used (with the run's command-line
+    overrides, if neox saved it). Either layout (layer files or
     ``mp_rank_00``), current, legacy or Transformer Engine parameter names; TP = 1 checkpoints.
     The model is returned on the CPU in eval mode.
     """
+    from neox.checkpoint import layout
     from neox.checkpoint.weights import read_module_state
     from neox.errors import CheckpointError
 
@@ -42,7 +45,9 @@ def load_model(path, config=None, *, iteration: int | None = None):
                 f"{ckpt_dir} has no configs/ directory to rebuild the model from; pass config= "
                 "(neox.config.load of the training configs)"
             )
-        config = neox_config.load([str(f) for f in files], world_size=1)
+        overrides_file = ckpt_dir / "configs" / layout.OVERRIDES_FILE
+        overrides = json.loads(overrides_file.read_text()) if overrides_file.is_file() else None
+        config = neox_config.load([str(f) for f in files], overrides)
     from neox.model import build
 
     model = build(config)

@@ -3,7 +3,8 @@
 The on-disk layout is upstream GPT-NeoX's (DeepSpeed's file names), whatever engine wrote it:
 
     <save>/latest                                   text "global_step<N>", no newline
-    <save>/global_step<N>/configs/<each yml>        the config files of the run
+    <save>/global_step<N>/configs/<each yml>        the config files of the run (+ overrides.txt:
+                                                    the command-line key=value overrides, JSON)
     <save>/global_step<N>/mp_rank_TT_model_states.pt           engine + client state; holds the
                                                     weights ("module") when pipe_parallel_size = 0
     <save>/global_step<N>/layer_LL-model_TT-model_states.pt    one per layer index and TP rank
@@ -34,6 +35,9 @@ from neox.errors import CheckpointError
 
 LATEST = "latest"
 CONFIGS_DIR = "configs"
+# Keys given as key=value on the command line (JSON), beside the config files in configs/: the
+# files alone would not rebuild the run's model. Upstream has no overrides, so it has no such file.
+OVERRIDES_FILE = "overrides.txt"
 TAG_RE = re.compile(r"^global_step(\d+)$")
 STAGING_MARK = ".tmp-"
 LAYER_FILE_RE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
