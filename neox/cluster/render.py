@@ -89,7 +89,7 @@ def preflight_block(profile: SiteProfile) -> str:
         "# Refuse to start when the bound NCCL lacks a symbol torch needs, or when NCCL would not load\n"
         "# the OFI plugin (never a silent fallback to TCP sockets).\n"
         '"${NEOX[@]}" cluster preflight \\\n'
-        '    || exec "$NEOX_PYTHON" -m neox.cli.main slurm next --run-dir "$RUN_DIR" --status $? --stage preflight'
+        '    || exec "$NEOX_PYTHON" -m neox.cli.main slurm next --run-dir "$RUN_DIR" --stage preflight --status $?'
     )
 
 
