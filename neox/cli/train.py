@@ -11,9 +11,16 @@ Exit status: 0 finished, 75 stopped early by SIGUSR1/SIGTERM after saving a chec
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from neox.errors import NeoxError
+
+
+def _options(p) -> None:
+    p.add_argument("--nproc", type=int, default=None, help="local ranks to start (default: the config's num_gpus, else 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit; nothing is started")
+    p.add_argument("--world-size", type=int, default=None, help="world size for --dry-run (default: --nproc or 1)")
 
 
 def add_parser(sub) -> None:
@@ -22,11 +29,24 @@ def add_parser(sub) -> None:
         help="train a model from NeoX YAML configs (here, or --nproc N local ranks)",
         description=__doc__.split("\n\n")[1],
     )
-    p.add_argument("items", nargs="+", metavar="CONFIG|KEY=VALUE", help="config files in order, then key=value overrides")
-    p.add_argument("--nproc", type=int, default=None, help="local ranks to start (default: the config's num_gpus, else 1)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit; nothing is started")
-    p.add_argument("--world-size", type=int, default=None, help="world size for --dry-run (default: --nproc or 1)")
+    # Options may come anywhere among the configs and overrides; the handler re-parses the rest.
+    p.add_argument("items", nargs=argparse.REMAINDER, metavar="CONFIG... [KEY=VALUE...]",
+                   help="config files in order, then key=value overrides")
+    _options(p)
     p.set_defaults(handler=run)
+
+
+def parse_items(args) -> argparse.Namespace:
+    """Options written after the first config (``neox train a.yml --nproc 2 k=v``) are parsed here."""
+    p = argparse.ArgumentParser(prog="neox train", add_help=False)
+    p.add_argument("items", nargs="*")
+    _options(p)
+    ns = p.parse_intermixed_args(args.items)
+    for name in ("nproc", "world_size"):
+        if getattr(ns, name) is None:
+            setattr(ns, name, getattr(args, name))
+    ns.dry_run = ns.dry_run or args.dry_run
+    return ns
 
 
 def split_items(items: list[str]) -> tuple[list[str], list[str]]:
@@ -54,6 +74,7 @@ def _config_num_gpus(configs: list[str], overrides: list[str]) -> int | None:
 def run(args) -> int:
     from neox import config as neox_config
 
+    args = parse_items(args)
     configs, overrides = split_items(args.items)
     if args.dry_run:
         from neox.config.plan import format_plan, plan
