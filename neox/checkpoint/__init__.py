@@ -7,7 +7,6 @@ Saving and resuming a training run (optimizer, scheduler, RNG, data position) is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from neox.checkpoint.layout import resolve
@@ -28,30 +27,21 @@ def load_model(path, config=None, *, iteration: int | None = None):
     ``global_step<N>`` directory. ``config`` is a :class:`neox.config.Config`; without it the
     config files saved in the checkpoint's ``configs/`` are used (with the run's command-line
     overrides, if neox saved it). Either layout (layer files or
-    ``mp_rank_00``), current, legacy or Transformer Engine parameter names; TP = 1 checkpoints.
+    ``mp_rank_XX``), current, legacy or Transformer Engine parameter names, any TP degree: the
+    shards are merged (:mod:`neox.checkpoint.tp`) into one TP = 1 model with the same padded vocab.
     The model is returned on the CPU in eval mode.
     """
-    from neox.checkpoint import layout
-    from neox.checkpoint.weights import read_module_state
-    from neox.errors import CheckpointError
+    from neox.checkpoint.model_config import config_for_checkpoint, single_rank
+    from neox.checkpoint.shards import read_full_state
 
     ckpt_dir = resolve(path, iteration)
     if config is None:
-        from neox import config as neox_config
-
-        files = config_files_of(ckpt_dir)
-        if not files:
-            raise CheckpointError(
-                f"{ckpt_dir} has no configs/ directory to rebuild the model from; pass config= "
-                "(neox.config.load of the training configs)"
-            )
-        overrides_file = ckpt_dir / "configs" / layout.OVERRIDES_FILE
-        overrides = json.loads(overrides_file.read_text()) if overrides_file.is_file() else None
-        config = neox_config.load([str(f) for f in files], overrides)
+        config = config_for_checkpoint(ckpt_dir)
+    config = single_rank(config)
     from neox.model import build
 
     model = build(config)
-    load_weights(model, read_module_state(ckpt_dir), source=str(ckpt_dir))
+    load_weights(model, read_full_state(ckpt_dir, config), source=str(ckpt_dir))
     return model.eval()
 
 
