@@ -180,9 +180,14 @@ def layer_files(ckpt_dir: Path) -> dict[tuple[int, int], Path]:
 
 
 def tp_size_on_disk(ckpt_dir: Path) -> int:
-    """How many tensor-parallel shards the checkpoint was written with."""
+    """How many tensor-parallel shards the checkpoint was written with.
+
+    With layer files, their ``model_TT`` ranks alone: the ``mp_rank_XX`` files then number the
+    ranks of the pipe x TP group (facts §4.1: 20B at PP 4, TP 2 has mp_rank_00..07).
+    """
     ranks = {tp for _, tp in layer_files(ckpt_dir)}
-    ranks |= {int(m.group(1)) for p in ckpt_dir.iterdir() if (m := MODEL_STATES_RE.match(p.name))}
+    if not ranks:
+        ranks = {int(m.group(1)) for p in ckpt_dir.iterdir() if (m := MODEL_STATES_RE.match(p.name))}
     return max(ranks) + 1 if ranks else 1
 
 
