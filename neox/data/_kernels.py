@@ -12,7 +12,16 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+def _njit(fn):
+    """Compile without fastmath; cache the machine code when a writable cache location exists
+    (a read-only image with no writable home just compiles once per process, ~0.5 s)."""
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:
+        return numba.njit(fn)
+
+
+@_njit
 def packed_sample_idx(sizes, doc_idx, seq_length, num_samples, out):
     """Fill ``out[num_samples + 1, 2]`` with (position in doc_idx, token offset) of each sample start.
 
@@ -38,7 +47,7 @@ def packed_sample_idx(sizes, doc_idx, seq_length, num_samples, out):
         out[k, 1] = offset
 
 
-@numba.njit(cache=True)
+@_njit
 def overflow_pass(order, sizes, limit, running, doc_idx, n_doc, sample_idx, n_sample, target):
     """Pack one pass over the documents in ``order`` for ``pack_until_overflow``.
 
@@ -67,7 +76,7 @@ def overflow_pass(order, sizes, limit, running, doc_idx, n_doc, sample_idx, n_sa
     return running, n_doc, n_sample, len(order)
 
 
-@numba.njit(cache=True)
+@_njit
 def fully_masked(labels, starts, sizes, prefix):
     """For each item: are all of its first ``prefix`` labels -100? (True for empty items.)"""
     out = np.ones(len(sizes), dtype=np.bool_)
@@ -81,7 +90,7 @@ def fully_masked(labels, starts, sizes, prefix):
     return out
 
 
-@numba.njit(cache=True)
+@_njit
 def blending_indices(weights, size, dataset_index, dataset_sample_index):
     """Greedy blend: position k goes to the dataset furthest below its share ``w_i * max(k, 1)``.
 

@@ -4,8 +4,8 @@ Each component is built for ``ceil(T * w_i * 1.005)`` samples (T = samples reque
 split, w normalised; the 0.5% is upstream's headroom). The blend is as long as the components
 together; position k goes to the dataset furthest below its share (greedy, ties to the first),
 without a further shuffle since every component is shuffled already. Upstream recomputes this
-index on every rank; here it is a compiled loop (about 10^8 positions per second... per dataset
-count), so it is not cached either.
+index on every rank; here it is the same greedy loop compiled with numba (about 10^7 positions
+per second for a few datasets on one core), so it is not cached either.
 """
 
 from __future__ import annotations
