@@ -1,16 +1,36 @@
-"""`neox bench`: measure tokens/s, TFLOPS and MFU of training steps. Not implemented yet (issue "Training loop")."""
+"""`neox bench`: tokens/s, TFLOPS, MFU and peak memory of training steps for named model shapes."""
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="measure tokens/s, TFLOPS and MFU of training steps (not implemented yet)", add_help=True)
-    p.add_argument("rest", nargs="*", help="arguments (ignored)")
+    from neox.train.bench import SHAPES
+
+    p = sub.add_parser(
+        "bench",
+        help="measure tokens/s, TFLOPS, MFU and peak memory of training steps for named model shapes",
+        description="Times the training loop's own step on random tokens (bf16, SDPA, fused AdamW on a GPU). "
+        f"Shapes: {', '.join(SHAPES)} or a config path. Extra key=value pairs override the shape's config.",
+    )
+    p.add_argument("--shape", action="append", default=None, help="model shape (repeatable; default pythia-410m)")
+    p.add_argument("--seq", type=int, default=2048, help="sequence length (default 2048)")
+    p.add_argument("--micro-batch", type=int, default=8, help="micro batch per GPU (default 8)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON to PATH")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    print("neox bench: not implemented yet (issue 'Training loop')", file=sys.stderr)
-    return 2
+    from neox.errors import NeoxError
+    from neox.train.bench import bench
+
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise NeoxError(f"neox bench: {bad[0]!r} is not key=value; shapes go after --shape")
+    bench(args.shape or ["pythia-410m"], seq=args.seq, micro_batch=args.micro_batch, steps=args.steps,
+          warmup=args.warmup, overrides=args.overrides, json_path=args.json)
+    return 0
