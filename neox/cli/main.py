@@ -16,7 +16,7 @@ import sys
 from neox.errors import NeoxError
 
 # Order is the order shown by `neox --help`.
-SUBCOMMANDS = ["train", "config", "bench", "verify", "slurm", "cluster"]
+SUBCOMMANDS = ["train", "config", "bench", "verify", "slurm", "cluster", "generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
