@@ -73,6 +73,9 @@ def _open(prefix: str, what: str, warmup: bool) -> IndexedDataset:
     ds = IndexedDataset(strip_suffix(prefix), warmup=warmup)
     if len(ds) == 0:
         raise DataError(f"{what} {ds.prefix} has no documents; re-run preprocessing on non-empty input")
+    if ds.dtype.kind == "f":
+        raise DataError(f"{what} {ds.prefix} holds {ds.dtype} values, not token ids; point the config at the "
+                        "_text_document (or _label_document) prefix")
     empty = np.flatnonzero(ds.sizes == 0)
     if len(empty):
         raise DataError(f"{what} {ds.prefix} has {len(empty)} empty documents (first: item {int(empty[0])}); "

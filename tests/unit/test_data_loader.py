@@ -118,6 +118,11 @@ def test_bad_config_and_data_errors(data, tmp_path):
             b.end_document()
     with pytest.raises(DataError, match=r"empty_doc has 1 empty documents \(first: item 1\)"):
         build_datasets(_cfg(data_path=str(tmp_path / "empty_doc")))
+    with IndexedDatasetBuilder(tmp_path / "floats", dtype=np.float32) as b:
+        b.add_item([0.5, 1.5])
+        b.end_document()
+    with pytest.raises(DataError, match="floats holds float32 values, not token ids"):
+        build_datasets(_cfg(data_path=str(tmp_path / "floats")))
     with pytest.raises(DataError, match="token id .* is outside the vocabulary"):
         build_datasets(_cfg(data_path=str(data / "A_text_document"), padded_vocab_size=512))
 
