@@ -337,7 +337,7 @@ def neox_to_hf(
     naming = shards.naming_of(ckpt_dir)
     full, one = read_checkpoint(ckpt_dir, cfg, progress=progress)
     full = {k: v for k, v in full.items() if not k.endswith("rotary_emb.inv_freq")}
-    hf_state = {k: v.to(dtype).contiguous() for k, v in hf.neox_to_hf(full, one, arch).items()}
+    hf_state = {k: _own(v.to(dtype)) for k, v in hf.neox_to_hf(full, one, arch).items()}
     tmp = staging_dir(out)
     try:
         hf_cfg = hf.hf_config(one, arch)
@@ -384,6 +384,13 @@ def neox_to_hf(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor owning exactly its storage (safetensors refuses views of a larger tensor)."""
+    if t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def _with_buffers(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
