@@ -39,7 +39,7 @@ import torch
 import yaml
 
 from neox.checkpoint import consistency, dialects, hf, hf_files, layout, shards, tp, verify
-from neox.checkpoint.model_config import config_for_checkpoint, relayout, single_rank
+from neox.checkpoint.model_config import config_for_checkpoint, in_precision, relayout, single_rank
 from neox.checkpoint.writer import write_checkpoint
 from neox.errors import CheckpointError, ConfigError
 
@@ -256,7 +256,8 @@ def hf_to_neox(
             from neox.checkpoint import load_model
 
             ids = verify.sample_ids(min(hf_cfg.vocab_size, tokenizer_vocab), min(64, one.seq_length))
-            ours = verify.engine_logits(load_model(tmp / layout.tag(iteration), config=one), ids, verify_dtype, None)
+            engine = load_model(tmp / layout.tag(iteration), config=in_precision(one, verify.PRECISION[verify_dtype]))
+            ours = verify.engine_logits(engine, ids, verify_dtype, None)
             ref = verify.hf_logits(src, ids, verify_dtype, dtype)
             result = verify.compare(ours, ref, vocab=hf_cfg.vocab_size, dtype=verify_dtype, tolerance=tolerance)
             log(result.line())
@@ -331,11 +332,11 @@ def neox_to_hf(
     out = Path(output).expanduser().resolve()
     check_output(out, overwrite)
     cfg = config_for_checkpoint(ckpt_dir, config_files)
-    arch = pick_architecture(cfg, architecture)
     dtype = resolve_precision(precision, getattr(torch, cfg.params_dtype))
     info = shards.scan(ckpt_dir)
     naming = shards.naming_of(ckpt_dir)
-    full, one = read_checkpoint(ckpt_dir, cfg, progress=progress)
+    full, one = read_checkpoint(ckpt_dir, cfg, progress=progress)  # refuses a checkpoint its config does not fit
+    arch = pick_architecture(one, architecture)
     full = {k: v for k, v in full.items() if not k.endswith("rotary_emb.inv_freq")}
     hf_state = {k: _own(v.to(dtype)) for k, v in hf.neox_to_hf(full, one, arch).items()}
     tmp = staging_dir(out)
@@ -364,7 +365,7 @@ def neox_to_hf(
         if verify_logits:
             from neox.model import build
 
-            model = build(one)
+            model = build(in_precision(one, verify.PRECISION[verify_dtype]))
             model.load_state_dict(_with_buffers(model, full), strict=True)
             del full
             vocab = _tokenizer_vocab(one) or one.padded_vocab_size

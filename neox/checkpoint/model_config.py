@@ -86,3 +86,14 @@ def single_rank(cfg):
     if cfg.padded_vocab_size is not None and cfg.source("padded_vocab_size") is not None:
         changes["padded_vocab_size"] = cfg.padded_vocab_size
     return relayout(cfg, **changes)
+
+
+def in_precision(cfg, precision: str):
+    """``cfg`` with parameters in ``precision`` (``fp32``, ``bfloat16``, ``fp16``), e.g. to compare logits in fp32.
+
+    The precision decides more than the weights' dtype (the rotary cos/sin tables are rounded to
+    it when the model is built), so an fp32 comparison needs an fp32 model, not a cast one.
+    """
+    if cfg.precision == precision:
+        return cfg
+    return relayout(cfg, precision=precision, fp16=None, bf16=None)

@@ -19,6 +19,7 @@ import torch
 
 DEFAULT_TOLERANCE = {"fp32": 1e-5, "bf16": 5e-2}
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISION = {"fp32": "fp32", "bf16": "bfloat16"}  # the config precision an engine model is built in
 
 
 @dataclass
@@ -54,9 +55,17 @@ def device() -> torch.device:
 
 
 @torch.no_grad()
+def round_parameters(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
+    """Round the parameters (not the buffers: rotary tables stay exact) to ``dtype`` and back."""
+    if dtype is None:
+        return
+    for p in model.parameters():
+        p.copy_(p.to(dtype).to(p.dtype))
+
+
+@torch.no_grad()
 def engine_logits(model: torch.nn.Module, ids: torch.Tensor, dtype: str, round_to: torch.dtype | None) -> torch.Tensor:
-    if round_to is not None:
-        model.to(round_to)
+    round_parameters(model, round_to)
     model.to(device=device(), dtype=COMPUTE_DTYPES[dtype]).eval()
     return model(ids.to(device())).float().cpu()
 
@@ -66,8 +75,7 @@ def hf_logits(path, ids: torch.Tensor, dtype: str, round_to: torch.dtype | None)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
-    if round_to is not None:
-        model.to(round_to)
+    round_parameters(model, round_to)
     model.to(device=device(), dtype=COMPUTE_DTYPES[dtype]).eval()
     logits = model(ids.to(device())).logits.float().cpu()
     del model
