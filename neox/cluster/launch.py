@@ -102,7 +102,10 @@ def bash_array(name: str, words: list[str], comment: str) -> str:
 
 
 def srun_words(profile: SiteProfile, *, tasks_per_node: int | None = None) -> list[str]:
-    words = ["srun", f"--ntasks-per-node={tasks_per_node or profile.tasks_per_node}", "--kill-on-bad-exit=1"]
+    # --kill-on-bad-exit=0, also where the site defaults to 1: after the time-limit signal every
+    # rank exits 75 on its own, and the first one out must not get the others killed mid-exit.
+    # A crashed rank still ends the step: the others' collectives time out and abort.
+    words = ["srun", f"--ntasks-per-node={tasks_per_node or profile.tasks_per_node}", "--kill-on-bad-exit=0"]
     return words + list(profile.srun_args)
 
 

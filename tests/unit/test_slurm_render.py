@@ -47,7 +47,7 @@ def shape(nodes=64):
 def test_isambard_64_nodes_exact_container_line():
     script = submit.render_train(isambard(), shape(), IMAGE_NCCL)
     assert EXPECTED_NEOX_ARRAY in script
-    assert '\nsrun --ntasks-per-node=4 --kill-on-bad-exit=1 --cpu-bind=cores "${NEOX[@]}" train "$RUN_DIR/config.yml"\n' in script
+    assert '\nsrun --ntasks-per-node=4 --kill-on-bad-exit=0 --cpu-bind=cores "${NEOX[@]}" train "$RUN_DIR/config.yml"\n' in script
     for line in [
         "#SBATCH --nodes=64", "#SBATCH --ntasks-per-node=4", "#SBATCH --cpus-per-task=72", "#SBATCH --gpus-per-node=4",
         "#SBATCH --time=24:00:00", "#SBATCH --partition=workq", "#SBATCH --signal=USR1@600", "#SBATCH --requeue",
@@ -86,7 +86,7 @@ def test_local_profile_runs_plain_processes():
     script = submit.render_train(profile.load("local", {}), shape(nodes=2), "")
     assert "apptainer" not in script
     assert 'NEOX=(\n    "$NEOX_PYTHON" -m neox.cli.main\n)' in script
-    assert '\nsrun --ntasks-per-node=1 --kill-on-bad-exit=1 "${NEOX[@]}" train "$RUN_DIR/config.yml"\n' in script
+    assert '\nsrun --ntasks-per-node=1 --kill-on-bad-exit=0 "${NEOX[@]}" train "$RUN_DIR/config.yml"\n' in script
     assert "#SBATCH --gpus-per-node" not in script and "#SBATCH --exclusive" not in script
     assert "module load" not in script
 
@@ -104,7 +104,7 @@ def test_run_and_tunnel_templates_render():
 
     p = isambard()
     run = runcmd.render_run(p, shape(nodes=1), ["neox", "verify"], in_image=True, image_nccl_lib=IMAGE_NCCL)
-    assert '\nsrun --ntasks-per-node=1 --kill-on-bad-exit=1 --cpu-bind=cores "${IMAGE[@]}" neox verify\n' in run
+    assert '\nsrun --ntasks-per-node=1 --kill-on-bad-exit=0 --cpu-bind=cores "${IMAGE[@]}" neox verify\n' in run
     assert "#SBATCH --exclusive" not in run
     tun = tunnel.render_tunnel(p, shape(nodes=1), "alice-neox", IMAGE_NCCL)
     assert "#SBATCH --gpus-per-node=1" in tun
