@@ -39,7 +39,7 @@ import torch
 import yaml
 
 from neox.checkpoint import consistency, dialects, hf, hf_files, layout, shards, tp, verify
-from neox.checkpoint.model_config import config_for_checkpoint, in_precision, relayout, single_rank
+from neox.checkpoint.model_config import config_for_checkpoint, in_precision, single_rank
 from neox.checkpoint.writer import write_checkpoint
 from neox.errors import CheckpointError, ConfigError
 
@@ -368,7 +368,7 @@ def neox_to_hf(
             model = build(in_precision(one, verify.PRECISION[verify_dtype]))
             model.load_state_dict(_with_buffers(model, full), strict=True)
             del full
-            vocab = _tokenizer_vocab(one) or one.padded_vocab_size
+            vocab = tokenizer_vocab(one) or one.padded_vocab_size
             ids = verify.sample_ids(vocab, min(64, one.seq_length))
             ours = verify.engine_logits(model, ids, verify_dtype, dtype)
             ref = verify.hf_logits(tmp, ids, verify_dtype, None)
@@ -413,16 +413,6 @@ def _eod_id(cfg) -> int | None:
     return tok.eod if tok is not None else None
 
 
-def _tokenizer_vocab(cfg) -> int | None:
+def tokenizer_vocab(cfg) -> int | None:
     tok = _tokenizer(cfg)
     return tok.vocab_size if tok is not None else None
-
-
-def reshard_config(cfg, tp_size: int, pp: int):
-    """``cfg`` at TP ``tp_size`` / PP ``pp`` (the padded vocab follows the new TP, as training would derive it)."""
-    changes: dict = {"model_parallel_size": tp_size, "pipe_parallel_size": pp}
-    if cfg.source("padded_vocab_size") is not None and cfg.padded_vocab_size is not None:
-        from neox.config.derived import pad_vocab
-
-        changes["padded_vocab_size"] = pad_vocab(cfg.padded_vocab_size, cfg.make_vocab_size_divisible_by, tp_size)
-    return relayout(cfg, **changes)

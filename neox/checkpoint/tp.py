@@ -149,6 +149,15 @@ def check_tp(cfg, tp: int) -> None:
         )
 
 
+def full_shape(key: str, shapes: Sequence[Sequence[int]], cfg) -> tuple[int, ...]:
+    """The merged shape of ``key`` from its per-rank shapes, without touching the data."""
+    r = rule(key, cfg)
+    shape = list(shapes[0])
+    if r.kind == "split" and len(shapes) > 1:
+        shape[r.dim] = sum(s[r.dim] for s in shapes)
+    return tuple(shape)
+
+
 def split_state(full: Tensors, cfg, tp: int) -> list[dict[str, torch.Tensor]]:
     """The TP = ``tp`` shards (one state dict per rank) of a full ``sequential.*`` state dict."""
     check_tp(cfg, tp)
