@@ -17,8 +17,8 @@ from neox.cluster import nccl
 
 
 def busbw(size_bytes: int, seconds: float, world: int) -> float:
-    """Bus bandwidth in GB/s of one all-reduce of ``size_bytes`` that took ``seconds``."""
-    return size_bytes / seconds * 2 * (world - 1) / world / 1e9 if world > 1 else size_bytes / seconds / 1e9
+    """Bus bandwidth in GB/s of one all-reduce of ``size_bytes`` that took ``seconds`` (0 for one rank: nothing moves)."""
+    return size_bytes / seconds * 2 * (world - 1) / world / 1e9
 
 
 def main(max_mib: int | None = None, iters: int = 10) -> int:
@@ -64,7 +64,9 @@ def main(max_mib: int | None = None, iters: int = 10) -> int:
             choice = nccl.parse_nccl_log(debug_file.read_text(errors="replace"))
             print(f"NCCL network: {choice.network or 'not reported'}"
                   + (f" ({choice.plugin_error})" if choice.plugin_error else ""))
-        print(f"verdict: {result:.1f} GB/s: {nccl.interpret_busbw(result, nodes, backend)}")
+        verdict = ("one rank: an all-reduce moves no data; use more GPUs or nodes" if d.world_size == 1
+                   else nccl.interpret_busbw(result, nodes, backend))
+        print(f"verdict: {result:.1f} GB/s: {verdict}")
     dist.destroy_process_group()
     return 0
 

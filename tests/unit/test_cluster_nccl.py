@@ -137,6 +137,9 @@ def test_nccl_log_parsing_tells_ofi_from_sockets():
 
 
 def test_bandwidth_verdicts():
+    from neox.cluster.allreduce import busbw
+
+    assert busbw(10**9, 1.0, 2) == 1.0 and busbw(10**9, 1.0, 8) == 1.75 and busbw(10**9, 1.0, 1) == 0.0
     assert nccl.interpret_busbw(160.0, 2, "nccl").startswith("Slingshot")
     assert nccl.interpret_busbw(2.3, 2, "nccl").startswith("TCP sockets")
     assert nccl.interpret_busbw(20.0, 2, "nccl").startswith("between Slingshot and sockets")
