@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from neox.checkpoint import config_files_of, layout
-from neox.errors import CheckpointError
+from neox.errors import CheckpointError, ConfigError
 
 
 @contextmanager
@@ -61,7 +61,7 @@ def config_for_checkpoint(ckpt_dir: Path, config_files: Sequence[str | os.PathLi
     return load_config(files, {**saved_overrides, **dict(overrides or {})})
 
 
-def relayout(cfg, **changes):
+def relayout(cfg, label: str | None = None, **changes):
     """``cfg`` with some top-level keys changed, re-validated and re-derived.
 
     Only the keys the config set are carried over; values the old layout derived (batch sizes
@@ -72,7 +72,11 @@ def relayout(cfg, **changes):
     values = {k: v for k, v in cfg.to_dict(derived=False).items() if cfg.source(k) is not None}
     values.update(changes)
     with _no_world_size_env():
-        return config.from_dict(values)
+        try:
+            return config.from_dict(values)
+        except ConfigError as err:
+            where = label or "the config with " + ", ".join(f"{k}={v}" for k, v in changes.items())
+            raise ConfigError(f"{where}: {str(err).removeprefix('dict: ')}") from None
 
 
 def single_rank(cfg):

@@ -57,7 +57,7 @@ def relayout_config(cfg, tp_size: int, pp: int):
         from neox.config.derived import pad_vocab
 
         changes["padded_vocab_size"] = pad_vocab(cfg.padded_vocab_size, cfg.make_vocab_size_divisible_by, tp_size)
-    return relayout(cfg, **changes), changes
+    return relayout(cfg, f"the model at TP {tp_size}, PP {pp}", **changes), changes
 
 
 def reshard(
@@ -90,8 +90,8 @@ def reshard(
     if tp_size < 1 or pp < 0:
         raise ConfigError(f"tp must be >= 1 and pp >= 0 (got tp={tp_size}, pp={pp})")
     naming = naming or shards.naming_of(ckpt_dir)
-    full, one = read_checkpoint(ckpt_dir, cfg, progress=progress)
     new_cfg, changes = relayout_config(cfg, tp_size, pp)
+    full, one = read_checkpoint(ckpt_dir, cfg, progress=progress)
     if new_cfg.padded_vocab_size is None:
         raise CheckpointError(
             f"cannot derive the padded vocab at TP {tp_size}: {new_cfg.note('padded_vocab_size')}; make the "
