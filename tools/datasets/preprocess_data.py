@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import sys
@@ -201,7 +202,7 @@ def encode_shard(shard: Shard) -> dict:
         if empty_after:
             ids = [x for x in ids if x]
             sizes = sizes[sizes > 0]
-        flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(sizes.sum()))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(sizes.sum()))
         if _STATE["append_eod"]:
             flat = _append_after_each(flat, sizes, tok.eod, dtype)
             sizes = sizes + 1
