@@ -40,10 +40,16 @@ fi
 # Node names resolve to this machine: ranks use the first node of the nodelist as master address.
 grep -Eq '^127\.0\.0\.1[[:space:]].*\bnode1\b' /etc/hosts || echo "127.0.0.1 node1 node2" >>/etc/hosts
 
-# Stop daemons left by an earlier run of this script (by their pid files only).
+# Stop daemons left by an earlier run of this script: by their pid files, and only if that pid
+# still is the daemon (a stale file from a finished session may name a reused pid).
 for pidfile in /run/slurmd-node1.pid /run/slurmd-node2.pid /run/slurmctld.pid; do
-    if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+    if [ -s "$pidfile" ]; then
+        pid=$(cat "$pidfile")
+        case $(cat "/proc/$pid/comm" 2>/dev/null) in slurmd|slurmctld) kill "$pid" 2>/dev/null || true ;; esac
+        rm -f "$pidfile"
+    fi
 done
+sleep 1
 
 mkdir -p "$conf_dir" "$log_dir" /var/spool/slurmctld /var/spool/slurmd/node1 /var/spool/slurmd/node2 /run/munge /var/log/munge /var/lib/munge
 cat >"$conf_dir/slurm.conf" <<EOF
