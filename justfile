@@ -44,13 +44,13 @@ check +configs:
 
 # train a tiny model end to end on this machine's CPU: data, training, checkpoint, resume, sampling
 [group('train')]
-demo:
-    @just _todo demo '"Training loop"'
+demo *args:
+    {{python}} tools/demo.py "$@"
 
 # measure tokens/s, TFLOPS, MFU and peak memory of training steps for named model shapes
 [group('train')]
 bench *args:
-    @just _todo bench '"Training loop"'
+    neox bench "$@"
 
 # ---------------------------------------------------------------- data
 
