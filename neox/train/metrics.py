@@ -132,11 +132,11 @@ class IterationClock:
 
 
 def hms(seconds: float) -> str:
-    """``3725.2`` -> ``1:02:05``; ``nan`` -> ``?``."""
+    """``3725.2`` -> ``1:02:05``; over a day Slurm's ``1-02:03:04``; ``nan`` -> ``?``."""
     if seconds != seconds or seconds == float("inf"):
         return "?"
     s = int(round(seconds))
     days, s = divmod(s, 86400)
     h, s = divmod(s, 3600)
     m, s = divmod(s, 60)
-    return f"{days}d {h:d}:{m:02d}:{s:02d}" if days else f"{h:d}:{m:02d}:{s:02d}"
+    return f"{days}-{h:02d}:{m:02d}:{s:02d}" if days else f"{h:d}:{m:02d}:{s:02d}"

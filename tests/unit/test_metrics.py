@@ -58,7 +58,7 @@ def test_console_line_has_fixed_fields():
          "time/elapsed_s": 3725.2, "time/eta_s": 90061.0}
     line = format_train_line(250, 1000, m)
     assert line == ("iter  250/1000 | lm_loss 2.3457 | lr 3.000e-04 | grad_norm 0.500 | tok/s 123,456 (30,864/gpu)"
-                    " | TFLOPS/gpu 261.40 | MFU 26.4% (neox 27.9%) | mem 41.2 GiB | elapsed 1:02:05 | ETA 1d 1:01:01")
+                    " | TFLOPS/gpu 261.40 | MFU 26.4% (neox 27.9%) | mem 41.2 GiB | elapsed 1:02:05 | ETA 1-01:01:01")
     cpu = format_train_line(5, 20, {"train/lm_loss": 7.0, "train/grad_norm": math.nan})
     assert "MFU n/a" in cpu and "grad_norm n/a" in cpu and "ETA ?" in cpu
 
