@@ -98,18 +98,31 @@ def test_script_outputs_workers_and_training_mask(tmp_path, tok):
     assert 0 < mask.sum() < mask.numel()
 
 
-def test_script_refusal_skip_and_no_mask(tmp_path):
+def _main(argv, capsys):
+    """The script's main() in this process (no new interpreter to import transformers again)."""
+    import importlib.util
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("chat_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rc = mod.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, (json.loads(out.out.strip().splitlines()[-1]) if rc == 0 else None), out.err.strip().splitlines()
+
+
+def test_script_refusal_skip_and_no_mask(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
     rows = [{"messages": _conv(1)}, {"messages": [{"role": "user", "content": "only a question"}]}, {"messages": _conv(2)}]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     common = ["--input", tmp_path / "c.jsonl", "--tokenizer-path", TOK_DIR, "--jsonl-keys", "messages"]
-    proc = _run(*common, "--output-prefix", tmp_path / "x", ok=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
+    rc, _, err = _main([*common, "--output-prefix", tmp_path / "x"], capsys)
+    assert rc == 1
+    assert err == [
         f"preprocess_data_with_chat_template: error: {tmp_path / 'c.jsonl'}:2: no token is trained "
-        "(no 'assistant' turn with content); fix the conversation or --generation-role")
+        "(no 'assistant' turn with content); fix the conversation or --generation-role"]
     assert not list(tmp_path.glob("x_*"))
-    s, _ = _run(*common, "--output-prefix", tmp_path / "y", "--skip-invalid")
-    assert s["documents"] == 2 and s["skipped"] == 1
-    s, _ = _run("--input", tmp_path / "c.jsonl", "--tokenizer-path", TOK_DIR, "--jsonl-keys", "messages",
-                "--output-prefix", tmp_path / "z", "--no-mask")
-    assert s["documents"] == 3 and not list(tmp_path.glob("z_*label*"))
+    rc, s, _ = _main([*common, "--output-prefix", tmp_path / "y", "--skip-invalid"], capsys)
+    assert rc == 0 and s["documents"] == 2 and s["skipped"] == 1
+    rc, s, _ = _main([*common, "--output-prefix", tmp_path / "z", "--no-mask"], capsys)
+    assert rc == 0 and s["documents"] == 3 and not list(tmp_path.glob("z_*label*"))

@@ -106,6 +106,8 @@ def load_split(dataset: str, subset: str | None, split: str, num_proc: int | Non
         if split not in ds:
             raise DataError(f"dataset {dataset} has no split {split!r}; it has {', '.join(ds)}")
         ds = ds[split]
+    elif split != "train" and str(ds.split or "train") != split:
+        raise DataError(f"dataset {dataset} holds one split ({ds.split or 'train'}), not {split!r}; leave split out")
     return ds
 
 
