@@ -112,10 +112,12 @@ def save(engine, cfg, iteration: int, *, run_id: str, consumed_train: int, consu
         root.mkdir(parents=True, exist_ok=True)
     _barrier()
     state = client_state(cfg, iteration, consumed_train, consumed_valid)
-    if cfg.no_save_optim:
+    if cfg.no_save_optim and engine.zero_stage < 3:
         _save_without_optimizer(engine, cfg, staged, state)
-    else:
+    elif not cfg.no_save_optim:
         engine.ds.save_checkpoint(str(root), tag=staged.name, client_state=state, save_latest=False)
+    if engine.zero_stage == 3:
+        _save_zero3_weights(engine, staged, state)
     if _rank() == 0:
         configs = staged / layout.CONFIGS_DIR
         configs.mkdir(parents=True, exist_ok=True)
@@ -164,6 +166,38 @@ def _save_without_optimizer(engine, cfg, staged: Path, state: dict) -> None:
         torch.save(payload, staged / layout.model_states_file(0))
 
 
+def _save_zero3_weights(engine, staged: Path, state: dict) -> None:
+    """ZeRO-3 keeps only partitions; gather the weights and write them in the NeoX layout too.
+
+    DeepSpeed's own files (``zero_pp_rank_D_mp_rank_00_{model,optim}_states.pt``) are what a
+    ZeRO-3 run resumes from; the gathered weights make the checkpoint readable by anything that
+    reads NeoX checkpoints (``load_model``, conversion, upstream, a run with another ZeRO stage).
+    """
+    import deepspeed
+
+    full = engine.ds._zero3_consolidated_16bit_state_dict()  # a collective: every rank calls it
+    if _rank() != 0:
+        return
+    staged.mkdir(parents=True, exist_ok=True)
+    if engine.layer_files:
+        from neox.checkpoint.weights import write_layer_files
+
+        write_layer_files(staged, full)
+    payload = {
+        "module": None if engine.layer_files else dict(full),
+        "optimizer": None,
+        "lr_scheduler": engine.scheduler.state_dict(),
+        "global_steps": engine.ds.global_steps,
+        "global_samples": engine.ds.global_samples,
+        "skipped_steps": engine.ds.skipped_steps,
+        "dp_world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "mp_world_size": 1,
+        "ds_version": deepspeed.__version__,
+        **state,
+    }
+    torch.save(payload, staged / layout.model_states_file(0))
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -196,6 +230,11 @@ def check_args(cfg, saved: dict, source: Path) -> None:
 
 def _check_files(ckpt: Path, engine, load_optim: bool) -> None:
     zero = engine.zero_stage > 0
+    if load_optim and engine.zero_stage == 3 and not list(ckpt.glob("zero_pp_rank_*_mp_rank_00_model_states.pt")):
+        raise CheckpointError(
+            f"{ckpt} was not saved by a ZeRO-3 run (no zero_pp_rank_*_model_states.pt), and ZeRO-3 resumes from "
+            "DeepSpeed's partitioned files: set no_load_optim: true (weights only) or finetune: true"
+        )
     if load_optim and zero:
         shards = list(ckpt.glob("*zero_pp_rank_*_mp_rank_00_optim_states.pt"))
         if not shards:
@@ -213,6 +252,22 @@ def _check_files(ckpt: Path, engine, load_optim: bool) -> None:
             )
 
 
+def _load_weights_zero3(engine, ckpt: Path) -> tuple[Path, dict]:
+    """Weights of a NeoX checkpoint into a ZeRO-3 model: gather, load on rank 0, re-partition."""
+    import deepspeed
+
+    from neox.checkpoint.weights import torch_load
+
+    module = engine.ds.module
+    state = read_module_state(ckpt) if _rank() == 0 else None
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=0):
+        if _rank() == 0:
+            load_weights(module, state, source=str(ckpt))
+    engine.ds.optimizer.refresh_fp32_params()
+    client = torch_load(ckpt / layout.model_states_file(0))
+    return ckpt, {k: v for k, v in client.items() if k not in ("module", "optimizer")}
+
+
 def load(engine, cfg, ckpt: Path) -> Resumed:
     """Restore ``ckpt`` into ``engine`` (and the RNGs) as the config asks; returns where the run resumes."""
     load_optim = not (cfg.finetune or cfg.no_load_optim)
@@ -223,15 +278,19 @@ def load(engine, cfg, ckpt: Path) -> Resumed:
         load_weights(dst, state, source=str(ckpt))
 
     try:
-        path, state = engine.ds.load_checkpoint(
-            str(ckpt.parent),
-            tag=ckpt.name,
-            load_module_strict=True,
-            load_optimizer_states=load_optim,
-            load_lr_scheduler_states=load_optim,
-            load_module_only=not load_optim,
-            custom_load_fn=load_module,
-        )
+        if engine.zero_stage == 3 and not load_optim:
+            path, state = _load_weights_zero3(engine, ckpt)
+        else:
+            path, state = engine.ds.load_checkpoint(
+                str(ckpt.parent),
+                tag=ckpt.name,
+                load_module_strict=True,
+                load_optimizer_states=load_optim,
+                load_lr_scheduler_states=load_optim,
+                load_module_only=not load_optim,
+                # ZeRO-3 restores its partitions from DeepSpeed's own files
+                custom_load_fn=None if engine.zero_stage == 3 else load_module,
+            )
     except CheckpointError:
         raise
     except Exception as err:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import types
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def quiet_deepspeed(rank: int) -> None:
     from deepspeed.utils import logger
 
     logger.setLevel(logging.WARNING if rank == 0 else logging.ERROR)
+    # DeepSpeed's ZeRO-3 calls a torch.distributed function torch deprecated, once per step.
+    warnings.filterwarnings("ignore", message=r".*reduce_scatter_tensor.* is deprecated", category=FutureWarning)
 
 
 def check_runnable(cfg, device: torch.device) -> None:
@@ -99,8 +102,8 @@ def build_engine(cfg, device: torch.device, *, rank: int = 0) -> Engine:
     # groups, as upstream re-points it after initialize.
     scheduler.optimizer = ds_optimizer
     engine = Engine(ds=ds, scheduler=scheduler, device=device, layer_files=cfg.pipe_parallel_size >= 1)
-    if engine.layer_files:
-        use_layer_files(ds)
+    if engine.layer_files and engine.zero_stage < 3:
+        use_layer_files(ds)  # ZeRO-3 weights are partitioned: neox.train.checkpointing gathers them instead
     return engine
 
 

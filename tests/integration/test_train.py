@@ -206,3 +206,18 @@ def test_cli_errors_are_one_line_and_dry_run_prints_the_plan(tmp_path):
     assert dry.returncode == 0, dry.stderr
     assert "8 = micro 2 x grad_accum 1 x data-parallel 4" in dry.stdout
     assert "world 4 = data 4 x pipe 1 x tensor 1" in dry.stdout
+
+
+def test_zero3_resumes_exactly_and_writes_neox_weights(tmp_path, corpus):
+    save = tmp_path / "ckpt"
+    common = ["zero_optimization.stage=3", "train_iters=4", "eval_interval=100"]
+    assert train(config(tmp_path / "a", corpus, *common, f"save={save}", "checkpoint_factor=2")) == 0
+    assert train(config(tmp_path / "b", corpus, *common, f"load={save}", "iteration=2")) == 0
+    full = {r["iteration"]: r["train/lm_loss"] for r in records(tmp_path / "a") if r["event"] == "train"}
+    resumed = {r["iteration"]: r["train/lm_loss"] for r in records(tmp_path / "b") if r["event"] == "train"}
+    assert resumed == {3: full[3], 4: full[4]}
+    step = save / "global_step4"
+    assert list(step.glob("zero_pp_rank_0_mp_rank_00_*_states.pt"))
+    model = load_model(step)  # the gathered weights, in NeoX layer files
+    w = weights.read_module_state(step)["sequential.2.attention.query_key_value.weight"]
+    assert w.shape == (3 * 64, 64) and torch.equal(model.state_dict()["sequential.2.attention.query_key_value.weight"], w)
