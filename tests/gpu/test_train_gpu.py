@@ -37,8 +37,9 @@ def test_bench_one_gpu_tiny_shape_json(tmp_path):
 
 
 def _corpus(tmp_path: Path) -> str:
-    import numpy as np
     import pydoc_data.topics
+
+    import numpy as np
 
     from neox.data import IndexedDatasetBuilder
     from neox.tokenizer import build_tokenizer
