@@ -5,7 +5,8 @@
   ``python tools/ckpts/convert_hf_to_neox.py --model x --tp 2 --te`` are the same call.
 - :func:`run` is every tool's entry point: a :class:`~neox.errors.NeoxError` becomes one line on
   stderr and exit status 1; on success the tool's summary is printed as one JSON line on stdout
-  (progress and notes go to stderr), so scripts can parse it.
+  (progress and notes go to stderr), so scripts can parse it. An error carrying a ``summary``
+  (a batch with some failed items) prints that JSON too.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def flags_from_key_values(
         if flag in switches:
             if value.lower() in ("true", "yes", "1"):
                 out.append(f"--{flag}")
-            elif value.lower() not in ("false", "no", "0", ""):
+            elif value.lower() in ("false", "no", "0", ""):
+                if f"no-{flag}" in switches:
+                    out.append(f"--no-{flag}")
+            else:
                 raise NeoxError(f"{key}={value}: {key} takes true or false")
         elif value != "":
             out += [f"--{flag}", value]
@@ -56,6 +60,9 @@ def run(prog: str, work: Callable[[], dict]) -> int:
     try:
         summary = work()
     except NeoxError as err:
+        partial = getattr(err, "summary", None)  # what was done before the failure, still machine-readable
+        if partial is not None:
+            print(json.dumps(partial, default=str))
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
