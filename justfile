@@ -61,15 +61,20 @@ prepare *args:
 
 # ---------------------------------------------------------------- checkpoints
 
-# convert a Hugging Face model (hub name or dir) to a NeoX checkpoint
+# HF model (hub name or dir) -> NeoX checkpoint to train from (model= revision= tp= pp= iteration= te= output= verify=)
 [group('checkpoints')]
 convert-hf *args:
-    @just _todo convert-hf '"Checkpoint conversion"'
+    {{python}} tools/ckpts/convert_hf_to_neox.py "$@"
 
-# convert a NeoX checkpoint (.../global_stepN) to a Hugging Face directory
+# NeoX checkpoint (any TP/PP layout and names) -> HF directory (ckpt= output= config= precision= verify=)
 [group('checkpoints')]
 convert-neox *args:
-    @just _todo convert-neox '"Checkpoint conversion"'
+    {{python}} tools/ckpts/convert_neox_to_hf.py "$@"
+
+# every global_stepN of a run -> HF, each uploaded as a Hub branch (save_dir= hf_repo= upload_delay= slurm=)
+[group('checkpoints')]
+convert-all *args:
+    {{python}} tools/ckpts/convert_all.py "$@"
 
 # ---------------------------------------------------------------- cluster
 
