@@ -61,8 +61,8 @@ def quiet_deepspeed(rank: int) -> None:
 
 
 def check_runnable(cfg, device: torch.device) -> None:
-    if cfg.train_iters is None and not getattr(cfg, "train_epochs", None):
-        raise ConfigError("train_iters is not set; set train_iters (optimizer steps to train for)")
+    if cfg.train_iters is None and not cfg.train_epochs:
+        raise ConfigError("train_iters is not set; set train_iters (optimizer steps) or train_epochs")
     if device.type == "cpu" and cfg.precision == "fp16":
         raise ConfigError(
             "precision fp16 needs a GPU (DeepSpeed's fp16 loss scaling does not run on the CPU); "

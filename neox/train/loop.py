@@ -106,6 +106,20 @@ def _loaders(cfg, datasets, dp_rank: int, dp_size: int, consumed_train: int, con
         )
 
 
+def _iterations_from_epochs(cfg, train_samples: int) -> None:
+    """``train_epochs`` mode: the dataset holds one epoch; train that many passes over it."""
+    from neox.config.derived import _schedule
+
+    per_epoch = train_samples // cfg.train_batch_size
+    if per_epoch < 1:
+        raise ConfigError(
+            f"one epoch of the training data is {train_samples} samples, less than one batch of "
+            f"{cfg.train_batch_size}; use more data or a smaller batch"
+        )
+    cfg.train_iters = cfg.train_epochs * per_epoch
+    _schedule(cfg)  # lr_decay_iters and warmup follow train_iters, as when it is given
+
+
 def train(cfg, *, objective=None, env: DistEnv | None = None) -> int:
     """Train ``cfg`` as this process's rank; returns 0 (done) or 75 (stopped early after saving)."""
     env = env or discover()
@@ -149,6 +163,9 @@ def _run(cfg, env: DistEnv, device: torch.device, say: Printer, stop: StopFlag, 
     datasets = data.build_datasets(cfg)
     if datasets[0] is None:
         raise ConfigError("no training data: set data_path (with split) or train_data_paths")
+    if cfg.train_iters is None:
+        _iterations_from_epochs(cfg, len(datasets[0]))
+        say(f"neox: train_epochs {cfg.train_epochs} = {cfg.train_iters} iterations")
     engine = build_engine(cfg, device, rank=env.rank)
     objective = objective or LanguageModeling(cfg, eod)
     say(f"neox: model {parameter_count(cfg)['total'] / 1e6:.2f}M parameters, ZeRO stage {engine.zero_stage}, "
@@ -280,7 +297,7 @@ def _run(cfg, env: DistEnv, device: torch.device, say: Printer, stop: StopFlag, 
             sinks.log("end", iteration, {"reason": "signal"})
             return EXIT_STOPPED
 
-    if cfg.save and iteration != 0 and last_saved != iteration:
+    if cfg.save and iteration > resumed.iteration and last_saved != iteration:
         do_save()
     # The end-of-training evaluation comes after the save: it is not part of the periodic
     # schedule a continuing run replays.
