@@ -2,7 +2,8 @@
 (tools/ci/slurm-up.sh, started by .ci/run), with the real `neox train` on the CPU over gloo.
 
 - `just train <tiny cfg> nodes=2` (site profile `local`) runs one rank on each node to completion
-  and saves a checkpoint; `just status` and `just logs` show the job.
+  and saves a checkpoint; `just status` and `just logs` show the job; requeued as after a node
+  fault, the same job resumes from `latest`.
 - A second run gets Slurm's time-limit signal early (its limit is shortened while it trains, so
   the `--signal=USR1@lead` warning fires within one of slurmctld's 30 s checks), checkpoints,
   chains the next job and finishes from `latest`.
@@ -142,6 +143,17 @@ def test_two_nodes_train_to_completion_with_a_checkpoint(env, data):
     assert re.search(rf"^{job}\s+COMPLETED\s+-\s+2\s+neox-tiny\s+6/6\s+\d+\.\d{{4}}", status.stdout, re.M), status.stdout
     logs = just(env, "logs", job)
     assert logs.returncode == 0 and "iter 6/6" in logs.stdout and "ended: COMPLETED" in logs.stdout
+    # A node fault makes Slurm requeue the job (same id, SLURM_RESTART_COUNT=1); `scontrol requeue`
+    # does the same, and StartTime=now skips the hold Slurm puts on requeued jobs. It resumes from
+    # `latest` (load defaults to save), finds train_iters reached and finishes again.
+    first_state = state(run_dir)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    wait_for(lambda: state(run_dir) != first_state and state(run_dir).get("state"), 240, "the requeued job")
+    text = log(run_dir, job)
+    assert state(run_dir)["state"] == "COMPLETED", text[-3000:]
+    assert f"job {job} link 0 restart 1 on node[1-2]" in text
+    assert "neox: resuming at iteration 6" in text
 
 
 @pytest.mark.slow
