@@ -306,3 +306,21 @@ def test_existing_output_is_not_overwritten_without_overwrite(tmp_path):
 def test_missing_source_is_one_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"does not exist \(neither a local directory nor a Hub name"):
         convert.hf_to_neox(str(tmp_path / "no" / "such" / "dir"), tmp_path / "x", progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("verify_dtype", ["fp32", "bf16"])
+def test_verify_on_the_gpu_both_directions(tmp_path, verify_dtype):
+    """--verify on a GPU node: both models on CUDA, in fp32 (1e-5) or bf16 (5e-2 of the logit scale)."""
+    from neox.checkpoint import verify
+
+    assert verify.device().type == "cuda"
+    src = make_hf_dir(tmp_path / "hf", "llama", kv_heads=2, dtype=torch.bfloat16)
+    there = convert.hf_to_neox(str(src), tmp_path / "neox", tp_size=2, pp=1, verify_logits=True,
+                               verify_dtype=verify_dtype, progress=False)
+    back = convert.neox_to_hf(tmp_path / "neox", tmp_path / "back", verify_logits=True, verify_dtype=verify_dtype,
+                              progress=False)
+    for summary in (there, back):
+        assert summary["verify"]["ok"] and summary["verify"]["dtype"] == verify_dtype, summary["verify"]
+        if verify_dtype == "fp32":
+            assert summary["verify"]["max_abs_diff"] < 1e-5
