@@ -1,16 +1,18 @@
-"""Hub upload and the batch convert-and-upload pipeline, against a local stand-in for the Hub API.
+"""Hub upload, Hub download and the batch convert-and-upload pipeline, against a local stand-in for the Hub.
 
 The real Hugging Face Hub is unreachable from CI and from this machine, so a local HTTP server
-(``HubStub``) answers the calls ``huggingface_hub.HfApi`` makes for ``create_repo``,
-``create_branch`` and ``upload_folder`` (``/api/repos/create``, ``/api/models/<repo>/branch/<b>``,
-``.../preupload/<rev>``, ``.../commit/<rev>``), the way the Hub answers them, and can answer any of
-them with 429/5xx/403 first. The tools run as subprocesses with ``HF_ENDPOINT`` pointing at it and
+(``HubStub``) answers the calls ``huggingface_hub`` makes for ``create_repo``, ``create_branch``
+and ``upload_folder`` (``/api/repos/create``, ``/api/models/<repo>/branch/<b>``,
+``.../preupload/<rev>``, ``.../commit/<rev>``) and for ``snapshot_download`` of a served directory
+(``.../tree/<rev>``, ``.../revision/<rev>``, ``<repo>/resolve/<commit>/<file>``), the way the Hub
+answers them, and can answer any upload call with 429/5xx/403 first. The tools run as subprocesses with ``HF_ENDPOINT`` pointing at it and
 a fake ``HF_TOKEN``; the server checks the token arrives as ``Authorization: Bearer`` and the tests
 check it is never printed nor written to any file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -28,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 TOOLS = REPO / "tools" / "ckpts"
 TOKEN = "hf_TESTtoken0123456789secret"
+COMMIT = "c" * 40
 
 
 class HubStub:
@@ -39,6 +42,7 @@ class HubStub:
         self.commits: list[dict] = []
         self.branches: list[str] = []
         self.auth: set[str | None] = set()
+        self.served: dict[str, Path] = {}  # "org/name@revision" -> a local HF model directory
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +58,38 @@ class HubStub:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _download(self, head: bool) -> None:
+                stub.requests.append((self.command, self.path))
+                m = re.match(r"/api/models/([^/]+/[^/]+)/(tree|revision)/([^?/]+)", self.path)
+                if m:
+                    repo, kind, rev = m.groups()
+                    root = stub.served.get(f"{repo}@{rev}") or stub.served.get(f"{repo}@{COMMIT}")
+                    if root is None:
+                        return self._reply(404, {"error": f"{repo}@{rev} not found"})
+                    names = sorted(p.name for p in root.iterdir())
+                    if kind == "tree":
+                        return self._reply(200, [{"type": "file", "path": n, "size": (root / n).stat().st_size,
+                                                  "oid": "0" * 40} for n in names])
+                    return self._reply(200, {"id": repo, "sha": COMMIT, "siblings": [{"rfilename": n} for n in names]})
+                m = re.match(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.path)
+                root = stub.served.get(f"{m.group(1)}@{COMMIT}") if m else None
+                if root is None:
+                    return self._reply(404, {"error": "not found"})
+                data = (root / m.group(3)).read_bytes()
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                self._download(head=False)
+
+            def do_HEAD(self):  # noqa: N802
+                self._download(head=True)
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -88,6 +124,10 @@ class HubStub:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def serve(self, repo: str, revision: str, directory: Path) -> None:
+        """Answer downloads of ``repo`` at ``revision`` with the files of ``directory``."""
+        self.served[f"{repo}@{revision}"] = self.served[f"{repo}@{COMMIT}"] = directory
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -100,10 +140,10 @@ def hub():
     stub.close()
 
 
-def tool(script: str, *args: str, hub: HubStub, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1")
-    env.pop("TRANSFORMERS_OFFLINE")
+def tool(script: str, *args: str, hub: HubStub, cwd: Path | None = None, env: dict | None = None):
+    """Run a tool in a fresh process against the stub (huggingface_hub reads its settings at import)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING", "TRANSFORMERS_OFFLINE"))}
+    env = {**base, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
     return subprocess.run([sys.executable, str(TOOLS / script), *args], capture_output=True, text=True, env=env,
                           cwd=cwd or REPO, timeout=300)
 
@@ -178,6 +218,30 @@ def test_upload_delay_waits_first_and_bad_values_are_refused(hub, folder):
     random.seed(0)
     delays = [parse_delay("random") for _ in range(50)]
     assert all(0 <= d <= RANDOM_DELAY for d in delays) and len(set(delays)) == 50
+
+
+def test_convert_hf_downloads_a_hub_revision(hub, tmp_path):
+    sys.path.insert(0, str(HERE))
+    from test_convert_round_trip import make_hf_dir
+
+    src = make_hf_dir(tmp_path / "served", "neox")
+    (src / "pytorch_model.bin").write_bytes(b"not wanted: the safetensors are there")
+    hub.serve("org/tiny", "step1", src)
+    env_root = tmp_path / "ckpts"
+    proc = tool("convert_hf_to_neox.py", "model=org/tiny", "revision=step1", f"cache_dir={tmp_path / 'cache'}",
+                "tp=2", "verify=true", "no_progress=true", hub=hub, env={"NEOX_CKPT_ROOT": str(env_root)})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["source"] == "org/tiny" and summary["revision"] == "step1" and summary["verify"]["ok"]
+    assert summary["output"] == str(env_root / "tiny-step1")
+    assert ("GET", "/api/models/org/tiny/tree/step1?recursive=true&expand=false") in hub.requests
+    assert not any(p.endswith("pytorch_model.bin") for _, p in hub.requests)
+    missing = tool("convert_hf_to_neox.py", "model=org/other", f"output={tmp_path / 'x'}", hub=hub)
+    assert missing.returncode == 1
+    assert "convert_hf_to_neox: error: cannot fetch org/other from the Hugging Face Hub" in missing.stderr
+    assert "check the name and revision, set HF_TOKEN for gated models" in missing.stderr
+    assert_token_hidden(proc, env_root)
+    assert_token_hidden(missing)
 
 
 # ---------------------------------------------------------------- convert_all
