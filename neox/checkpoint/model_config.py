@@ -34,11 +34,21 @@ def _no_world_size_env():
 
 
 def load_config(paths: Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None = None):
-    """:func:`neox.config.load` for an offline tool (no ``WORLD_SIZE`` from the environment)."""
+    """:func:`neox.config.load` for an offline tool (no ``WORLD_SIZE`` from the environment).
+
+    A model-only config (upstream's converter reads nothing else) has no batch size, which a
+    conversion does not need: one sequence per step is assumed so that it still loads.
+    """
     from neox import config
 
+    paths, overrides = [str(p) for p in paths], dict(overrides or {})
     with _no_world_size_env():
-        return config.load([str(p) for p in paths], dict(overrides or {}))
+        try:
+            return config.load(paths, overrides)
+        except ConfigError as err:
+            if "no batch size is set" not in str(err):
+                raise
+            return config.load(paths, {"train_micro_batch_size_per_gpu": 1, **overrides})
 
 
 def config_for_checkpoint(ckpt_dir: Path, config_files: Sequence[str | os.PathLike] | None = None, overrides=None):

@@ -324,3 +324,17 @@ def test_verify_on_the_gpu_both_directions(tmp_path, verify_dtype):
         assert summary["verify"]["ok"] and summary["verify"]["dtype"] == verify_dtype, summary["verify"]
         if verify_dtype == "fp32":
             assert summary["verify"]["max_abs_diff"] < 1e-5
+
+
+def test_a_model_only_upstream_style_config_file_converts(tmp_path):
+    """Upstream's converter reads one YAML with just the model keys; that works here too (--config_file)."""
+    src = make_hf_dir(tmp_path / "hf", "neox", rotary_pct=0.25, parallel=True)
+    convert.hf_to_neox(str(src), tmp_path / "neox", tp_size=2, progress=False)
+    model_keys = {
+        "num-layers": 2, "hidden-size": 64, "num-attention-heads": 4, "seq-length": 64, "max-position-embeddings": 64,
+        "pos-emb": "rotary", "rotary-pct": 0.25, "no-weight-tying": True, "gpt-j-residual": True, "norm": "layernorm",
+        "model-parallel-size": 2, "tokenizer-type": "HFTokenizer", "vocab-file": str(TOKENIZER),
+    }
+    (tmp_path / "model.yml").write_text(json.dumps(model_keys))  # JSON is YAML: upstream's flow-mapping style
+    convert.neox_to_hf(tmp_path / "neox", tmp_path / "back", config_files=[str(tmp_path / "model.yml")], progress=False)
+    assert_close(hf_logits(tmp_path / "back"), hf_logits(src))
