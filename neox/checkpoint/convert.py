@@ -166,8 +166,10 @@ def config_yaml(args: dict, *, source: str, output: Path, iteration: int) -> str
         "# layout and precision. Add data, batch and optimizer settings in your own YAML file and train from\n"
         "# the converted weights:\n"
         f"#   neox train {output / 'configs'}/<this file> yours.yml load={output} finetune=true\n"
-        "# (finetune: start at iteration 0 with these weights; to continue a schedule from iteration "
-        f"{iteration}\n#  set no_load_optim=true no_load_rng=true instead). seq_length is the training context.\n"
+        "# (finetune: start at iteration 0 with these weights"
+        + (f"; to continue a schedule at iteration {iteration}, set\n#  no_load_optim=true no_load_rng=true instead"
+           if iteration else "")
+        + "). seq_length is the training context length.\n"
     )
     return header + yaml.safe_dump(args, sort_keys=False, default_flow_style=False)
 
@@ -222,9 +224,12 @@ def hf_to_neox(
         args = neox_args(
             hf_cfg, tp_size=tp_size, pp=pp, dtype=dtype, divisible_by=divisible_by, vocab_file=str(final_vocab_file)
         )
-        cfg = neox_config.from_dict(
-            {**args, **CONVERSION_KEYS, "vocab_file": str(tok_json)}, world_size=tp_size * max(pp, 1)
-        )
+        try:
+            cfg = neox_config.from_dict(
+                {**args, **CONVERSION_KEYS, "vocab_file": str(tok_json)}, world_size=tp_size * max(pp, 1)
+            )
+        except ConfigError as err:
+            raise ConfigError(f"the converted model at TP {tp_size}: {str(err).removeprefix('dict: ')}") from None
         assert cfg.padded_vocab_size == padded, (cfg.padded_vocab_size, padded)
         one = single_rank(cfg)
         full = hf.hf_to_neox(weights, one, arch)
