@@ -28,7 +28,8 @@ def init(env: DistEnv) -> torch.device:
     import deepspeed
     import torch.distributed as dist
 
-    os.environ.update(env.exported())
+    if env.is_distributed or env.source != "single":
+        os.environ.update(env.exported())  # DeepSpeed reads the rank variables from the environment
     device = device_for(env)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -64,8 +64,16 @@ class Window:
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
 
-    def means(self) -> dict[str, float]:
-        return {k: v / self.counted for k, v in self.sums.items()} if self.counted else {}
+    def metrics(self, last) -> dict[str, float]:
+        """``train/*`` values of the window: objective means over counted steps; lr, grad norm of the last step."""
+        out = {f"train/{k}": v / self.counted for k, v in self.sums.items()} if self.counted else {}
+        out["train/lr"] = last.lr
+        out["train/grad_norm"] = last.grad_norm if last.grad_norm is not None else float("nan")
+        out["train/skipped_iters"] = self.skipped
+        out["train/nan_iters"] = self.nan
+        if last.loss_scale is not None:
+            out["train/loss_scale"] = last.loss_scale
+        return out
 
 
 class Printer:
@@ -181,7 +189,7 @@ def _run(cfg, env: DistEnv, device: torch.device, say: Printer, stop: StopFlag, 
     elif cfg.save and checkpointing.layout.read_latest(Path(cfg.save)):
         say(f"neox: warning: {cfg.save} already holds checkpoints but load is not set; starting from scratch "
             f"(set load: {cfg.save} to resume)")
-    iteration = resumed.iteration
+    iteration = ctx["iteration"] = resumed.iteration
     consumed_train = (
         resumed.consumed_train_samples
         if resumed.consumed_train_samples is not None
@@ -260,20 +268,14 @@ def _run(cfg, env: DistEnv, device: torch.device, say: Printer, stop: StopFlag, 
                 window.time_s / window.iters, tokens_per_iter=tokens_per_iter, world_size=env.world_size,
                 flops_per_token=flops, peak=peak,
             )
-            metrics = {f"train/{k}": v for k, v in window.means().items()}
-            metrics.update({
-                "train/lr": result.lr,
-                "train/grad_norm": result.grad_norm if result.grad_norm is not None else float("nan"),
-                "train/skipped_iters": window.skipped,
-                "train/nan_iters": window.nan,
+            metrics = {
+                **window.metrics(result),
                 "train/consumed_samples": consumed_train,
                 "train/consumed_tokens": consumed_train * cfg.seq_length,
                 **rates.metrics(),
                 "time/elapsed_s": clock.elapsed_s,
                 "time/eta_s": clock.eta_s(total - iteration),
-            })
-            if result.loss_scale is not None:
-                metrics["train/loss_scale"] = result.loss_scale
+            }
             if device.type == "cuda":
                 metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             say(format_train_line(iteration, total, metrics))

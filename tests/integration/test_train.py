@@ -44,10 +44,16 @@ def corpus(tmp_path_factory) -> str:
     return str(prefix)
 
 
+RANK_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS")
+
+
 @pytest.fixture(autouse=True)
 def _single_process(monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
-        monkeypatch.delenv(var, raising=False)
+    # train() exports RANK/WORLD_SIZE/... for DeepSpeed; they must not leak into later tests'
+    # subprocesses (a child would think it is already a rank).
+    for var in RANK_VARS:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.chdir(REPO)
 
 
