@@ -158,14 +158,14 @@ def neox_args(hf_cfg, *, tp_size: int, pp: int, dtype: torch.dtype, divisible_by
     return args
 
 
-def config_yaml(args: dict, *, source: str, output: Path, iteration: int) -> str:
+def config_yaml(args: dict, *, source: str, output: Path, name: str, iteration: int) -> str:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (
         f"# Converted from {source} by tools/ckpts/convert_hf_to_neox.py, {stamp}.\n"
         "# The model's architecture, its tokenizer (saved beside this file) and the checkpoint's parallel\n"
         "# layout and precision. Add data, batch and optimizer settings in your own YAML file and train from\n"
         "# the converted weights:\n"
-        f"#   neox train {output / 'configs'}/<this file> yours.yml load={output} finetune=true\n"
+        f"#   neox train {output / 'configs' / name} yours.yml load={output} finetune=true\n"
         "# (finetune: start at iteration 0 with these weights"
         + (f"; to continue a schedule at iteration {iteration}, set\n#  no_load_optim=true no_load_rng=true instead"
            if iteration else "")
@@ -237,8 +237,10 @@ def hf_to_neox(
         full = pad_vocab_rows(full, one, padded)
         consistency.check_shapes(full, one, f"HF model {model}")
         full = _floating(full, dtype)
-        text = config_yaml(args, source=f"{model}{'@' + revision if revision else ''}", output=out, iteration=iteration)
         name = f"{Path(model.rstrip('/')).name}.yml"
+        text = config_yaml(
+            args, source=f"{model}{'@' + revision if revision else ''}", output=out, name=name, iteration=iteration
+        )
         write_checkpoint(
             tmp, iteration, tp.split_state(full, cfg, tp_size), cfg, pp=pp, naming=naming,
             config_files={name: text, CONVERSION_CONFIG: _conversion_yaml()}, progress=progress,
