@@ -147,3 +147,28 @@ def test_dialects_round_trip_and_are_detected(dialect):
 def test_te_rmsnorm_mlp_norm_maps_to_scale():
     state = {"sequential.2.mlp.layer_norm_weight": torch.ones(4), "sequential.2.mlp._extra_state": None}
     assert list(dialects.to_current(state, "rmsnorm")) == ["sequential.2.post_attention_layernorm.scale"]
+
+
+def test_incomplete_checkpoint_directories_are_refused(tmp_path):
+    from neox.checkpoint import shards
+
+    empty = tmp_path / "global_step1"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"neither layer_\*-model_\*-model_states.pt nor mp_rank_\*"):
+        shards.scan(empty)
+    gap = tmp_path / "global_step2"
+    gap.mkdir()
+    for name in ("mp_rank_00_model_states.pt", "mp_rank_02_model_states.pt"):
+        (gap / name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"model-state files of ranks \[0, 2\]; some ranks' files are missing"):
+        shards.scan(gap)
+    layers = tmp_path / "global_step3"
+    layers.mkdir()
+    for name in ("layer_00-model_00-model_states.pt", "layer_00-model_01-model_states.pt",
+                 "layer_02-model_00-model_states.pt", "mp_rank_00_model_states.pt"):
+        (layers / name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"is missing layer_02-model_01-model_states.pt"):
+        shards.scan(layers)
+    (layers / "layer_02-model_01-model_states.pt").write_bytes(b"")
+    info = shards.scan(layers)
+    assert (info.layout, info.tp, info.layer_indices) == ("pipeline", 2, [0, 2])
