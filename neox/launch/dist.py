@@ -28,7 +28,11 @@ def init(env: DistEnv) -> torch.device:
     import deepspeed
     import torch.distributed as dist
 
-    if env.is_distributed or env.source != "single":
+    if env.source == "single":
+        # DeepSpeed's engine reads LOCAL_RANK; RANK/WORLD_SIZE stay unset, so whatever this process
+        # starts later (e.g. `neox train --nproc 2` from a test) is not mistaken for a rank.
+        os.environ.setdefault("LOCAL_RANK", "0")
+    else:
         os.environ.update(env.exported())  # DeepSpeed reads the rank variables from the environment
     device = device_for(env)
     if device.type == "cuda":
