@@ -56,8 +56,10 @@ def quiet_deepspeed(rank: int) -> None:
     from deepspeed.utils import logger
 
     logger.setLevel(logging.WARNING if rank == 0 else logging.ERROR)
-    # DeepSpeed's ZeRO-3 calls a torch.distributed function torch deprecated, once per step.
-    warnings.filterwarnings("ignore", message=r".*reduce_scatter_tensor.* is deprecated", category=FutureWarning)
+    # DeepSpeed's ZeRO-3 calls torch.distributed functions torch deprecated, on every step.
+    warnings.filterwarnings(
+        "ignore", message=r".*(reduce_scatter_tensor|all_gather_into_tensor).* is deprecated", category=FutureWarning
+    )
 
 
 def check_runnable(cfg, device: torch.device) -> None:
