@@ -48,8 +48,9 @@ def bench_config(shape: str, *, seq: int, micro_batch: int, on_gpu: bool, overri
     from neox import config
 
     path = shape_path(shape)
-    probe = config.load([path], ["train_batch_size=null", "model_parallel_size=1", "pipe_parallel_size=1"],
-                        world_size=1)
+    probe = config.load(
+        [path], ["train_batch_size=null", "model_parallel_size=1", "pipe_parallel_size=1", *overrides], world_size=1
+    )
     settings = [
         f"seq_length={seq}",
         f"max_position_embeddings={seq}",

@@ -227,3 +227,18 @@ def test_zero3_resumes_exactly_and_writes_neox_weights(tmp_path, corpus):
     model = load_model(step)  # the gathered weights, in NeoX layer files
     w = weights.read_module_state(step)["sequential.2.attention.query_key_value.weight"]
     assert w.shape == (3 * 64, 64) and torch.equal(model.state_dict()["sequential.2.attention.query_key_value.weight"], w)
+
+
+def test_bench_on_cpu_writes_the_report(tmp_path):
+    from neox.train.bench import bench
+
+    out = tmp_path / "bench.json"
+    report = bench(["neox-tiny"], seq=32, micro_batch=2, steps=2, warmup=1,
+                   overrides=["num_layers=1", "hidden_size=64"], json_path=str(out))
+    assert json.loads(out.read_text()) == report
+    (r,) = report["results"]
+    assert r["shape"] == "neox-tiny" and r["precision"] == "fp32" and r["seq_length"] == 32
+    assert r["tokens_per_s"] == pytest.approx(2 * 32 / r["step_time_s"]["median"])
+    assert r["tflops_per_gpu"] == pytest.approx(r["flops_per_token"]["causal"] * r["tokens_per_s"] / 1e12)
+    assert r["mfu_causal_pct"] is None and r["peak_memory_gib"] is None  # a CPU has no peak table entry
+    assert r["loss_first"] > 0 and "cpu" in report["environment"]["device"]
