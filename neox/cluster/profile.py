@@ -134,7 +134,8 @@ def _expand(text: str, scope: Mapping[str, str], path: Path, lineno: int) -> str
         name = m.group(1) or m.group(4)
         if m.group(2) is not None:
             got = scope.get(name, "")
-            return got if got else m.group(3)
+            # bash expands the default too (`${A:-$B/x}`); defaults hold no braces here.
+            return got if got else _EXPAND.sub(sub, m.group(3))
         return scope.get(name, "")
 
     return _EXPAND.sub(sub, text)
