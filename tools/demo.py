@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=300, help="training iterations (default 300)")
     p.add_argument("--stop-at", type=int, default=200, help="iteration at which to interrupt and resume (default 200)")
     p.add_argument("--micro-batch", type=int, default=4, help="sequences of 128 tokens per step (default 4)")
-    p.add_argument("--prompt", default="The for statement", help="prompt for the sampled continuation")
+    p.add_argument("--prompt", default="A function definition", help="prompt for the sampled continuation")
     args = p.parse_args(argv)
     try:
         return demo(args)
