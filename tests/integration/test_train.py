@@ -242,3 +242,16 @@ def test_bench_on_cpu_writes_the_report(tmp_path):
     assert r["tflops_per_gpu"] == pytest.approx(r["flops_per_token"]["causal"] * r["tokens_per_s"] / 1e12)
     assert r["mfu_causal_pct"] is None and r["peak_memory_gib"] is None  # a CPU has no peak table entry
     assert r["loss_first"] > 0 and "cpu" in report["environment"]["device"]
+
+
+def test_gradient_accumulation_matches_the_larger_micro_batch(tmp_path, corpus):
+    """micro 2 x GAS 2 and micro 4 x GAS 1 see the same samples per step and give the same curve."""
+    curves = {}
+    for micro, gas in ((4, 1), (2, 2)):
+        out = tmp_path / f"m{micro}g{gas}"
+        cfg = config(out, corpus, f"train_micro_batch_size_per_gpu={micro}", f"gradient_accumulation_steps={gas}",
+                     "train_iters=4", "eval_interval=100")
+        assert cfg.train_batch_size == 4 and train(cfg) == 0
+        curves[gas] = [r["train/lm_loss"] for r in records(out) if r["event"] == "train"]
+    np.testing.assert_allclose(curves[2], curves[1], rtol=1e-5)
+    assert len(curves[1]) == 4
