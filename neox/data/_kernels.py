@@ -8,13 +8,27 @@ Python loop; they are written here from the documented behaviour (reference fact
 
 from __future__ import annotations
 
-import numba
+import warnings
+
 import numpy as np
+
+try:
+    import numba
+except ImportError:  # a dependency of neox; missing only in stripped environments
+    numba = None
 
 
 def _njit(fn):
     """Compile without fastmath; cache the machine code when a writable cache location exists
-    (a read-only image with no writable home just compiles once per process, ~0.5 s)."""
+    (a read-only image with no writable home just compiles once per process, ~0.5 s). Without
+    numba the same loops run interpreted: correct, but slow for large datasets."""
+    if numba is None:
+        warnings.warn(
+            "numba is not installed: the data index loops run in pure Python (slow for large "
+            "datasets); pip install numba",
+            stacklevel=2,
+        )
+        return fn
     try:
         return numba.njit(cache=True)(fn)
     except RuntimeError:
