@@ -47,8 +47,24 @@ def init(env: DistEnv) -> torch.device:
             dist.init_process_group(
                 backend, init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs
             )
+    if backend == "gloo":
+        _skip_cpu_shm_op()
     deepspeed.init_distributed(dist_backend=backend, timeout=timeout, verbose=False)
     return device
+
+
+def _skip_cpu_shm_op() -> None:
+    """Keep DeepSpeed's CPU backend from JIT-compiling its shared-memory all-reduce.
+
+    That op serves only DeepSpeed's inference all-reduce, which training never calls, yet
+    building it costs 40-90 s on a fresh machine (the first `just demo`, every fresh CI venv).
+    DeepSpeed keeps its op-compatibility table as one module-level dict, so marking the op
+    incompatible there makes the backend skip the build.
+    """
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def shutdown() -> None:
