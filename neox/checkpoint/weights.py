@@ -6,8 +6,10 @@ of :func:`neox.model.build` — from either layout: the ``module`` entry of
 (pipe_parallel_size >= 1). Writing produces the layer files; the pp = 0 layout needs no writer of
 its own because the weights travel inside the model-state file that DeepSpeed writes.
 
-Only one tensor-parallel shard is read here (TP = 1). A checkpoint saved with TP > 1 is refused
-with a message; merging shards belongs to the checkpoint-conversion tools.
+One tensor-parallel shard is read here: the one a TP rank of a run with the checkpoint's own TP
+degree loads (training resumes with the TP it saved). A checkpoint of another TP degree is
+refused with a message; merging or re-cutting shards belongs to the checkpoint tools
+(:mod:`neox.checkpoint.shards`, ``tools/ckpts/reshard.py``).
 """
 
 from __future__ import annotations
@@ -37,26 +39,28 @@ def torch_load(path: Path) -> object:
         ) from None
 
 
-def read_module_state(ckpt_dir: Path) -> dict[str, torch.Tensor]:
-    """The full model state dict (``sequential.*`` keys, names as on disk) of a TP = 1 checkpoint."""
+def read_module_state(ckpt_dir: Path, *, tp_rank: int = 0, tp_size: int = 1) -> dict[str, torch.Tensor]:
+    """TP rank ``tp_rank``'s model state dict (``sequential.*`` keys, names as on disk) of a
+    checkpoint saved with ``tp_size`` tensor-parallel ranks (the whole model for TP = 1)."""
     tp = layout.tp_size_on_disk(ckpt_dir)
-    if tp > 1:
+    if tp != tp_size:
         raise CheckpointError(
-            f"{ckpt_dir} was saved with tensor parallelism {tp}; loading it into one process needs the "
-            "shards merged: convert it with tools/ckpts first (or train with model_parallel_size "
-            f"{tp})"
+            f"{ckpt_dir} was saved with tensor parallelism {tp} but this run has model_parallel_size {tp_size}; "
+            f"re-cut it with tools/ckpts/reshard.py --tp {tp_size} (or train with model_parallel_size {tp})"
         )
     files = layout.layer_files(ckpt_dir)
     if files:
         state: dict[str, torch.Tensor] = {}
-        for (idx, _), path in sorted(files.items()):
+        for (idx, rank), path in sorted(files.items()):
+            if rank != tp_rank:
+                continue
             sd = torch_load(path)
             if not isinstance(sd, Mapping):
                 raise CheckpointError(f"{path} does not hold a state dict; the checkpoint is damaged")
             for name, value in sd.items():
                 state[f"sequential.{idx}.{name}"] = value
         return state
-    states_file = ckpt_dir / layout.model_states_file(0)
+    states_file = ckpt_dir / layout.model_states_file(tp_rank)
     if not states_file.is_file():
         raise CheckpointError(
             f"{ckpt_dir} has neither layer files nor {states_file.name}; ZeRO-3 checkpoints keep partitioned "
@@ -66,7 +70,7 @@ def read_module_state(ckpt_dir: Path) -> dict[str, torch.Tensor]:
     module = sd.get("module") if isinstance(sd, Mapping) else None
     if not isinstance(module, Mapping):
         raise CheckpointError(
-            f"{states_file} has no weights ('module' is empty) and there are no layer_*-model_00 files; "
+            f"{states_file} has no weights ('module' is empty) and there are no layer_*-model_{tp_rank:02d} files; "
             "the checkpoint is incomplete"
         )
     return dict(module)

@@ -12,6 +12,10 @@ The fused ``query_key_value`` rows are laid out as GPT-NeoX lays them out, so ch
 ``use_qk_layernorm`` normalises q and k with one norm of shape ``[heads/tp, head_dim]``
 (``attention.qk_layernorm``), as upstream; upstream applies that norm to k as well, which only
 has a shape to match with MHA, so it is refused with GQA.
+
+Attention dropout acts on this rank's heads, so it draws from the model-parallel stream
+(:mod:`neox.parallel.random`) at every TP degree. Under sequence parallelism ``x`` is a sequence
+shard; the QKV projection gathers the whole sequence, so ``b, s`` are read from its output.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from neox.model.norms import make_norm
 from neox.model.rotary import RotaryEmbedding, apply_rotary
 from neox.parallel import TensorParallel
 from neox.parallel.layers import divide
+from neox.parallel.random import rng_tracker
 
 
 class SelfAttention(nn.Module):
@@ -53,6 +58,8 @@ class SelfAttention(nn.Module):
             if self.gqa:
                 raise ConfigError("use_qk_layernorm: true works only without GQA (num_kv_heads = heads)")
             self.qk_layernorm = make_norm(cfg, (self.heads, d), device=device, dtype=dtype)
+            for p in self.qk_layernorm.parameters():
+                p.model_parallel = True  # [heads/tp, d]: split by heads
         self.rotary_emb: RotaryEmbedding | None = None
         if cfg.pos_emb == "rotary":
             self.rotary_emb = RotaryEmbedding(
@@ -70,8 +77,8 @@ class SelfAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, s, _ = x.shape
-        qkv = self.query_key_value(x)
+        qkv = self.query_key_value(x)  # [b, s, (heads + 2·kv_heads)·d / tp]
+        b, s = qkv.shape[:2]
         if self.gqa:
             q, k, v = qkv.split([self.heads * self.head_dim, *2 * [self.kv_heads * self.head_dim]], dim=-1)
             q = q.view(b, s, self.heads, self.head_dim)
@@ -83,5 +90,9 @@ class SelfAttention(nn.Module):
         if self.rotary_emb is not None:
             cos, sin = self.rotary_emb(s)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = self.backend(q, k, v, self.dropout_p if self.training else 0.0)  # [b, s, heads, d]
+        if self.training and self.dropout_p > 0:
+            with rng_tracker().fork():
+                out = self.backend(q, k, v, self.dropout_p)  # [b, s, heads, d]
+        else:
+            out = self.backend(q, k, v, 0.0)
         return self.dense(out.reshape(b, s, self.heads * self.head_dim))

@@ -18,38 +18,39 @@ cut into pipeline stages.
 Activations stay [b, s, h] throughout. Upstream transposes to [s, b, h] at index 1 and back at
 L+2 (the reason those parameter-free entries exist); the layout is an execution detail that no
 checkpoint records, and [b, s, h] is what SDPA, flash-attn and the loss want without copies.
+Under sequence parallelism the activations between layers are [b, s/tp, h] sequence shards.
+
+:func:`layer_recipes` says how to build each layer without building it; :func:`build_layers`
+builds them all, and :mod:`neox.parallel.pipeline` builds only a pipeline stage's share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from neox.errors import ConfigError
 from neox.model.init import initialize_layer
 from neox.model.linears import linears
 from neox.model.norms import make_norm
 from neox.model.transformer import TransformerLayer
-from neox.parallel import (
-    TensorParallel,
-    VocabParallelEmbedding,
-    copy_to_tensor_parallel_region,
-    gather_from_tensor_parallel_region,
-    tensor_parallel,
-)
+from neox.parallel import TensorParallel, VocabParallelEmbedding, tensor_parallel
+from neox.parallel.random import checkpoint as checkpoint_with_rng
+from neox.parallel.random import rng_tracker
+from neox.parallel.sequence import local_positions, sum_gradients_over_tensor_parallel
 
 POSITION_EMBEDDINGS = ("rotary", "learned", "none")
 
 
 class Embedding(nn.Module):
-    """Layer 0: token ids [b, s] -> hidden states [b, s, h], then embedding dropout."""
+    """Layer 0: token ids [b, s] -> hidden states [b, s, h] (a [b, s/tp, h] shard under SP), then dropout."""
 
     def __init__(self, cfg, tp: TensorParallel, *, device=None, dtype=None) -> None:
         super().__init__()
+        self.tp = tp
         self.word_embeddings = VocabParallelEmbedding(
             cfg.padded_vocab_size, cfg.hidden_size, tp=tp, device=device, dtype=dtype
         )
@@ -58,14 +59,18 @@ class Embedding(nn.Module):
             self.position_embeddings = nn.Embedding(
                 cfg.max_position_embeddings, cfg.hidden_size, device=device, dtype=dtype
             )
+            sum_gradients_over_tensor_parallel([self.position_embeddings.weight], tp)
         self.position_offset = cfg.opt_pos_emb_offset  # OPT's learned positions start at 2
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(input_ids)
         if self.position_embeddings is not None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device) + self.position_offset
+            positions = local_positions(input_ids.shape[1], self.tp, input_ids.device) + self.position_offset
             x = x + self.position_embeddings(positions)
+        if self.tp.sequence_parallel and self.training and self.dropout.p > 0:
+            with rng_tracker().fork():  # each rank drops out its own positions
+                return self.dropout(x)
         return self.dropout(x)
 
 
@@ -79,9 +84,10 @@ class BlockBoundary(nn.Module):
 class FinalNorm(nn.Module):
     """Layer L+3: the final norm, under the attribute name ``norm`` as upstream's ``NormPipe``."""
 
-    def __init__(self, cfg, *, device=None, dtype=None) -> None:
+    def __init__(self, cfg, tp: TensorParallel, *, device=None, dtype=None) -> None:
         super().__init__()
         self.norm = make_norm(cfg, cfg.hidden_size, device=device, dtype=dtype)
+        sum_gradients_over_tensor_parallel(list(self.norm.parameters()), tp)  # it sees sequence shards under SP
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
@@ -125,16 +131,13 @@ class TiedLMHead(nn.Module):
     nothing appears under its index in the state dict, as in NeoX checkpoints.
     """
 
-    def __init__(self, embedding: Embedding, tp: TensorParallel) -> None:
+    def __init__(self, embedding: Embedding) -> None:
         super().__init__()
-        self.tp = tp
         self.gather_output = True
         object.__setattr__(self, "embedding", embedding)  # a reference, not a child module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.embedding.word_embeddings.weight  # [V_pad / tp, h]
-        logits = F.linear(copy_to_tensor_parallel_region(x, self.tp), weight)
-        return gather_from_tensor_parallel_region(logits, self.tp) if self.gather_output else logits
+        return self.embedding.word_embeddings.logits(x, gather_output=self.gather_output)
 
 
 def check_supported(cfg, tp: TensorParallel) -> None:
@@ -149,9 +152,10 @@ def check_supported(cfg, tp: TensorParallel) -> None:
             f"model_parallel_size is {cfg.model_parallel_size} but this process's tensor-parallel group has "
             f"{tp.world_size} rank(s); launch through `neox train`, which sets the group up"
         )
-    if cfg.sequence_parallel and tp.world_size > 1:
+    if cfg.sequence_parallel and tp.world_size > 1 and not tp.sequence_parallel:
         raise ConfigError(
-            "sequence_parallel: true with model_parallel_size > 1 is not supported yet; set it to false"
+            "sequence_parallel: true but this process's tensor-parallel group was set up without it; "
+            "launch through `neox train`, which sets the group up"
         )
     if cfg.output_layer_parallelism != "column":
         raise ConfigError(
@@ -163,6 +167,44 @@ def check_supported(cfg, tp: TensorParallel) -> None:
         raise ConfigError("use_mup: true is not supported; set it to false")
 
 
+@dataclass(frozen=True)
+class LayerRecipe:
+    """How to build one NeoX layer: ``cls(*args, **kwargs)``.
+
+    ``cls`` is None for the parameter-free boundaries (1 and L+2) and for the tied head (L+4,
+    ``tied`` True), which has no parameters of its own: it computes logits with layer 0's
+    word embeddings.
+    """
+
+    cls: type[nn.Module] | None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    tied: bool = False
+
+    def build(self) -> nn.Module:
+        assert self.cls is not None, "boundaries and the tied head are not built on their own"
+        return self.cls(*self.args, **self.kwargs)
+
+
+def layer_recipes(
+    cfg, *, device: torch.device | str | None = None, tp: TensorParallel | None = None
+) -> list[LayerRecipe]:
+    """The L + 5 layers of the model in NeoX order, as recipes (nothing is allocated)."""
+    tp = tp or tensor_parallel()
+    check_supported(cfg, tp)
+    kw = {"device": device, "dtype": getattr(torch, cfg.params_dtype)}
+    kinds = linears(cfg)
+    boundary = LayerRecipe(None)
+    recipes = [LayerRecipe(Embedding, (cfg, tp), kw), boundary]
+    recipes += [LayerRecipe(TransformerLayer, (cfg, i, kinds, tp), kw) for i in range(cfg.num_layers)]
+    recipes += [boundary, LayerRecipe(FinalNorm, (cfg, tp), kw)]
+    if cfg.no_weight_tying:
+        recipes.append(LayerRecipe(LMHead, (cfg, kinds.column, tp), kw))
+    else:
+        recipes.append(LayerRecipe(None, tied=True))
+    return recipes
+
+
 def build_layers(
     cfg, *, device: torch.device | str | None = None, tp: TensorParallel | None = None
 ) -> list[nn.Module]:
@@ -172,18 +214,14 @@ def build_layers(
     if None; parameters on the ``meta`` device are left uninitialised). ``tp`` is the
     tensor-parallel group, the current one by default.
     """
-    tp = tp or tensor_parallel()
-    check_supported(cfg, tp)
-    dtype = getattr(torch, cfg.params_dtype)
-    kinds = linears(cfg)
-    embedding = Embedding(cfg, tp, device=device, dtype=dtype)
-    layers: list[nn.Module] = [embedding, BlockBoundary()]
-    layers += [TransformerLayer(cfg, i, kinds, tp, device=device, dtype=dtype) for i in range(cfg.num_layers)]
-    layers += [BlockBoundary(), FinalNorm(cfg, device=device, dtype=dtype)]
-    if cfg.no_weight_tying:
-        layers.append(LMHead(cfg, kinds.column, tp, device=device, dtype=dtype))
-    else:
-        layers.append(TiedLMHead(embedding, tp))
+    recipes = layer_recipes(cfg, device=device, tp=tp)
+    embedding = recipes[0].build()
+    layers: list[nn.Module] = [embedding]
+    for recipe in recipes[1:]:
+        if recipe.tied:
+            layers.append(TiedLMHead(embedding))
+        else:
+            layers.append(recipe.build() if recipe.cls is not None else BlockBoundary())
     for index, layer in enumerate(layers):
         initialize_layer(index, layer, cfg)
     return layers
@@ -229,7 +267,7 @@ class GPTModel(nn.Module):
             # upstream's activation_checkpoint_interval; dropout masks replay identically.
             n = self.checkpoint_num_layers
             for start in range(0, len(blocks), n):
-                x = checkpoint(blocks[start : start + n], x, use_reentrant=False)
+                x = checkpoint_with_rng(blocks[start : start + n], x)
         else:
             x = blocks(x)
         return self.head(self.final_norm(x))  # [b, s, padded_vocab]

@@ -10,6 +10,15 @@
   checkpoint is the sum over ranks (facts §5.2).
 - :class:`VocabParallelEmbedding`: the vocabulary rows split over the ranks.
 
+With sequence parallelism (``tp.sequence_parallel``) the region edges change collective
+(:mod:`neox.parallel.sequence`): the column-parallel input is all-gathered along the sequence,
+the row-parallel output and the embedding are reduce-scattered along it, and a replicated
+row-parallel bias added after the reduce-scatter sums its gradient over the ranks.
+
+Parameters that are split over the ranks carry ``model_parallel = True``, the attribute
+DeepSpeed's gradient-norm code reads: it counts those on every rank and replicated ones on TP
+rank 0 only, so the global norm for clipping counts each weight once.
+
 Parameters are named ``weight`` and ``bias`` and hold this rank's shard, so a module's
 ``state_dict`` is the per-rank file content of a NeoX checkpoint. With one TP rank each layer
 is exactly ``nn.Linear`` / ``nn.Embedding`` (same parameters, same calls).
@@ -28,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neox.parallel.mappings import (
-    copy_to_tensor_parallel_region,
-    gather_from_tensor_parallel_region,
-    reduce_from_tensor_parallel_region,
-    scatter_to_tensor_parallel_region,
+from neox.parallel.mappings import gather_from_tensor_parallel_region, scatter_to_tensor_parallel_region
+from neox.parallel.sequence import (
+    enter_tensor_parallel_region,
+    leave_tensor_parallel_region,
+    sum_gradients_over_tensor_parallel,
 )
 from neox.parallel.sharding import shard
 from neox.parallel.state import TensorParallel, tensor_parallel
@@ -67,6 +76,12 @@ class TensorParallelModule:
             return full
         dim, blocks = split
         return shard(full, dim, self.tp.rank, self.tp.world_size, blocks)
+
+    def _mark_split_parameters(self) -> None:
+        for name, split in self._split.items():
+            param = getattr(self, name, None)
+            if split is not None and isinstance(param, nn.Parameter):
+                param.model_parallel = True
 
 
 class ColumnParallelLinear(TensorParallelModule, nn.Module):
@@ -107,9 +122,10 @@ class ColumnParallelLinear(TensorParallelModule, nn.Module):
             "weight": torch.Size([out_features, in_features]),
             "bias": torch.Size([out_features]),
         }
+        self._mark_split_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = copy_to_tensor_parallel_region(x, self.tp)
+        x = enter_tensor_parallel_region(x, self.tp)
         y = F.linear(x, self.weight, self.bias)
         return gather_from_tensor_parallel_region(y, self.tp) if self.gather_output else y
 
@@ -126,8 +142,9 @@ class RowParallelLinear(TensorParallelModule, nn.Module):
         input_is_parallel: the input already holds this rank's slice of the features (the output
             of a column-parallel layer); otherwise the layer takes its slice first.
         reduce_output: sum the partial products over the ranks and then add the bias (the usual
-            case). If False, return ``partial + bias`` and let the caller all-reduce: GPT-NeoX's
-            parallel residual, where each rank's bias is added before the one reduction.
+            case; a reduce-scatter along the sequence under sequence parallelism). If False,
+            return ``partial + bias`` and let the caller reduce: GPT-NeoX's parallel residual,
+            where each rank's bias is added before the one reduction.
         tp: the tensor-parallel group; the current one by default.
     """
 
@@ -155,13 +172,16 @@ class RowParallelLinear(TensorParallelModule, nn.Module):
             "weight": torch.Size([out_features, in_features]),
             "bias": torch.Size([out_features]),
         }
+        self._mark_split_parameters()
+        if self.bias is not None and reduce_output:
+            sum_gradients_over_tensor_parallel([self.bias], self.tp)  # added to sequence shards under SP
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.input_is_parallel:
             x = scatter_to_tensor_parallel_region(x, self.tp)
         if self.tp.world_size == 1 or not self.reduce_output:
             return F.linear(x, self.weight, self.bias)
-        y = reduce_from_tensor_parallel_region(F.linear(x, self.weight), self.tp)
+        y = leave_tensor_parallel_region(F.linear(x, self.weight), self.tp)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -172,7 +192,7 @@ class VocabParallelEmbedding(TensorParallelModule, nn.Module):
     """Embedding table with its rows (the padded vocabulary) split over the TP ranks.
 
     Each rank looks up the ids in its own range, writes zeros for the others, and the ranks'
-    results are summed.
+    results are summed (reduce-scattered along the sequence under sequence parallelism).
     """
 
     def __init__(
@@ -192,6 +212,7 @@ class VocabParallelEmbedding(TensorParallelModule, nn.Module):
         self.weight = nn.Parameter(torch.empty(rows, embedding_dim, device=device, dtype=dtype))
         self._split = {"weight": (0, None)}
         self._full_shapes = {"weight": torch.Size([num_embeddings, embedding_dim])}
+        self._mark_split_parameters()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.tp.world_size == 1:
@@ -199,7 +220,12 @@ class VocabParallelEmbedding(TensorParallelModule, nn.Module):
         outside = (ids < self.vocab_start) | (ids >= self.vocab_end)
         local = (ids - self.vocab_start).masked_fill(outside, 0)
         out = F.embedding(local, self.weight).masked_fill(outside.unsqueeze(-1), 0.0)
-        return reduce_from_tensor_parallel_region(out, self.tp)
+        return leave_tensor_parallel_region(out, self.tp)
+
+    def logits(self, x: torch.Tensor, *, gather_output: bool) -> torch.Tensor:
+        """The tied LM head: ``x · Wᵀ`` over this rank's vocab rows (all of them if ``gather_output``)."""
+        y = F.linear(enter_tensor_parallel_region(x, self.tp), self.weight)
+        return gather_from_tensor_parallel_region(y, self.tp) if gather_output else y
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim} (TP {self.tp.world_size})"

@@ -22,11 +22,11 @@ import torch
 
 from neox.errors import ConfigError
 from neox.parallel.layers import TensorParallelModule, divide
-from neox.parallel.mappings import (
-    copy_to_tensor_parallel_region,
-    gather_from_tensor_parallel_region,
-    reduce_from_tensor_parallel_region,
-    scatter_to_tensor_parallel_region,
+from neox.parallel.mappings import gather_from_tensor_parallel_region, scatter_to_tensor_parallel_region
+from neox.parallel.sequence import (
+    enter_tensor_parallel_region,
+    leave_tensor_parallel_region,
+    sum_gradients_over_tensor_parallel,
 )
 from neox.parallel.state import TensorParallel, tensor_parallel
 
@@ -58,9 +58,10 @@ def _classes() -> tuple[type, type]:
                 "weight": torch.Size([out_features, in_features]),
                 "bias": torch.Size([out_features]),
             }
+            self._mark_split_parameters()
 
         def forward(self, x):
-            y = te.Linear.forward(self, copy_to_tensor_parallel_region(x, self.tp))
+            y = te.Linear.forward(self, enter_tensor_parallel_region(x, self.tp))
             return gather_from_tensor_parallel_region(y, self.tp) if self.gather_output else y
 
     class TERowParallelLinear(TensorParallelModule, te.Linear):
@@ -80,13 +81,16 @@ def _classes() -> tuple[type, type]:
                 "weight": torch.Size([out_features, in_features]),
                 "bias": torch.Size([out_features]),
             }
+            self._mark_split_parameters()
+            if bias and reduce_output:
+                sum_gradients_over_tensor_parallel([self.bias], tp)
 
         def forward(self, x):
             if not self.input_is_parallel:
                 x = scatter_to_tensor_parallel_region(x, self.tp)
             y, bias = te.Linear.forward(self, x)
             if self.reduce_output:
-                y = reduce_from_tensor_parallel_region(y, self.tp)
+                y = leave_tensor_parallel_region(y, self.tp)
             return y if bias is None or bias.numel() == 0 else y + bias
 
     return TEColumnParallelLinear, TERowParallelLinear

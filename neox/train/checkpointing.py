@@ -1,7 +1,8 @@
 """Saving and resuming a training run in the GPT-NeoX checkpoint layout.
 
-**Save** (:func:`save`, every rank): DeepSpeed writes the engine state — ``mp_rank_00_model_states.pt``
-(weights when pipe_parallel_size = 0, else None beside the layer files), the LR schedule
+**Save** (:func:`save`, every rank): DeepSpeed writes the engine state — ``mp_rank_XX_model_states.pt``
+per tensor (× pipeline) rank XX (weights when pipe_parallel_size = 0, else None beside the
+``layer_LL-model_TT`` files of each TP rank TT), the LR schedule
 (``lr_scheduler``), ``global_steps``/``skipped_steps``, and the ZeRO / bf16 optimizer shards — plus
 upstream NeoX's client state: ``iteration``, ``args`` (the model-shape keys upstream checks on load),
 the RNG states (unless ``no_save_rng``), and our ``consumed_train_samples`` /
@@ -20,7 +21,9 @@ says so. As upstream: ``finetune`` loads the weights only and starts at iteratio
 ``no_load_optim`` loads the weights and the iteration (the LR schedule continues at that
 iteration, where upstream restarts it); otherwise everything is restored. The checkpoint's
 ``args`` must equal the config's (upstream asserts this; changing them needs a conversion).
-Legacy (``dense_h_to_4h``) and Transformer Engine names are mapped on load.
+Legacy (``dense_h_to_4h``) and Transformer Engine names are mapped on load. Each rank loads its own
+shard; a checkpoint saved with another TP or pipeline degree is refused with the reshard command
+(``tools/ckpts/reshard.py``), since its optimizer shards and RNG states belong to other ranks.
 """
 
 from __future__ import annotations
@@ -142,13 +145,13 @@ def _save_without_optimizer(engine, cfg, staged: Path, state: dict) -> None:
 
     ds = engine.ds
     staged.mkdir(parents=True, exist_ok=True)
-    module = ds.module.state_dict()
-    dp_rank = dist.get_rank(group=ds.data_parallel_group) if dist.is_initialized() else 0
-    dp_size = dist.get_world_size(group=ds.data_parallel_group) if dist.is_initialized() else 1
+    module = engine.weights_state_dict()
+    topo = engine.topo
+    dp_rank, dp_size = topo.data_rank, topo.data
     if engine.layer_files:
         from neox.checkpoint.weights import write_layer_files
 
-        write_layer_files(staged, module, writer=dp_rank, writers=dp_size)
+        write_layer_files(staged, module, tp_rank=topo.tensor_rank, writer=dp_rank, writers=dp_size)
     if dp_rank == 0:
         payload = {
             "module": None if engine.layer_files else {k: v.detach().cpu() for k, v in module.items()},
@@ -158,12 +161,12 @@ def _save_without_optimizer(engine, cfg, staged: Path, state: dict) -> None:
             "global_samples": ds.global_samples,
             "skipped_steps": ds.skipped_steps,
             "dp_world_size": dp_size,
-            "mp_world_size": 1,
+            "mp_world_size": topo.pipe * topo.tensor,
             "ds_config": ds.config,
             "ds_version": deepspeed.__version__,
             **state,
         }
-        torch.save(payload, staged / layout.model_states_file(0))
+        torch.save(payload, staged / layout.model_states_file(engine.mp_rank))
 
 
 def _save_zero3_weights(engine, staged: Path, state: dict) -> None:
@@ -228,7 +231,37 @@ def check_args(cfg, saved: dict, source: Path) -> None:
         )
 
 
+def _check_layout(ckpt: Path, engine, load_optim: bool) -> None:
+    """The checkpoint fits this run's TP degree, and its pipe x TP ranks if the optimizer is loaded."""
+    topo = engine.topo
+    on_disk = layout.tp_size_on_disk(ckpt)
+    fix = "resume with no_load_optim: true (weights only)"
+    if on_disk != topo.tensor:
+        raise CheckpointError(
+            f"{ckpt} was saved with tensor parallelism {on_disk} but this run has model_parallel_size {topo.tensor}; "
+            f"re-cut it with tools/ckpts/reshard.py --tp {topo.tensor} and {fix}"
+        )
+    if engine.pipeline and not layout.layer_files(ckpt):
+        raise CheckpointError(
+            f"{ckpt} keeps its weights in mp_rank files (pipe_parallel_size 0) but pipeline stages load layer files; "
+            f"convert it with tools/ckpts/reshard.py --pp {topo.pipe} and {fix}"
+        )
+    if engine.zero_stage == 3:
+        return
+    saved = len(list(ckpt.glob("mp_rank_*_model_states.pt")))
+    ranks = topo.pipe * topo.tensor
+    if (load_optim and saved != ranks) or not (ckpt / layout.model_states_file(engine.mp_rank)).is_file():
+        raise CheckpointError(
+            f"{ckpt} has model-state files of {saved} pipe x tensor rank(s) but this run has {ranks} "
+            f"(pipe {topo.pipe} x tensor {topo.tensor}): it was saved with another pipe_parallel_size; "
+            + (f"{fix} or convert it with tools/ckpts/reshard.py --pp {topo.pipe}" if load_optim else
+               f"convert it with tools/ckpts/reshard.py --pp {topo.pipe}")
+        )
+
+
 def _check_files(ckpt: Path, engine, load_optim: bool) -> None:
+    _check_layout(ckpt, engine, load_optim)
+    mp = engine.mp_rank
     zero = engine.zero_stage > 0
     if load_optim and engine.zero_stage == 3 and not list(ckpt.glob("zero_pp_rank_*_mp_rank_00_model_states.pt")):
         raise CheckpointError(
@@ -236,14 +269,14 @@ def _check_files(ckpt: Path, engine, load_optim: bool) -> None:
             "DeepSpeed's partitioned files: set no_load_optim: true (weights only) or finetune: true"
         )
     if load_optim and zero:
-        shards = list(ckpt.glob("*zero_pp_rank_*_mp_rank_00_optim_states.pt"))
+        shards = list(ckpt.glob(f"*zero_pp_rank_*_mp_rank_{mp:02d}_optim_states.pt"))
         if not shards:
             raise CheckpointError(
                 f"{ckpt} has no ZeRO optimizer shards (*zero_pp_rank_*_optim_states.pt) but ZeRO stage "
                 f"{engine.zero_stage} resumes from them; it was saved with no_save_optim or another ZeRO stage: "
                 "set no_load_optim: true (weights only) or finetune: true"
             )
-        dp = dist.get_world_size(group=engine.ds.data_parallel_group) if dist.is_initialized() else 1
+        dp = engine.topo.data
         if len(shards) != dp:
             raise CheckpointError(
                 f"{ckpt} holds optimizer shards of {len(shards)} data-parallel ranks but this run has {dp}; "
@@ -274,7 +307,8 @@ def load(engine, cfg, ckpt: Path) -> Resumed:
     _check_files(ckpt, engine, load_optim)
 
     def load_module(src, dst):
-        state = src if src is not None else read_module_state(ckpt)
+        topo = engine.topo
+        state = src if src is not None else read_module_state(ckpt, tp_rank=topo.tensor_rank, tp_size=topo.tensor)
         load_weights(dst, state, source=str(ckpt))
 
     try:
@@ -288,8 +322,9 @@ def load(engine, cfg, ckpt: Path) -> Resumed:
                 load_optimizer_states=load_optim,
                 load_lr_scheduler_states=load_optim,
                 load_module_only=not load_optim,
-                # ZeRO-3 restores its partitions from DeepSpeed's own files
-                custom_load_fn=None if engine.zero_stage == 3 else load_module,
+                # ZeRO-3 restores its partitions from DeepSpeed's own files; pipeline stages read their
+                # layer files themselves (neox.parallel.pipeline maps the names there)
+                custom_load_fn=None if engine.zero_stage == 3 or engine.pipeline else load_module,
             )
     except CheckpointError:
         raise

@@ -3,7 +3,9 @@
 :func:`train` runs one rank of a job (``neox train`` calls it once per process):
 
 1. join the job (:mod:`neox.launch`: rank, world size and master from torchrun/Slurm/--nproc
-   variables; NCCL on GPUs, gloo on CPU), seed every RNG with ``seed``;
+   variables; NCCL on GPUs, gloo on CPU), build the pipe × data × tensor groups
+   (:mod:`neox.parallel.topology`), seed every RNG with ``seed`` (the model-parallel dropout
+   stream with ``seed`` + 2718 + TP rank, :mod:`neox.parallel.random`);
 2. build the datasets (``data_path`` + ``split`` or ``train/valid/test_data_paths``) and the
    DeepSpeed engine; resume from ``load`` (:mod:`neox.train.checkpointing`);
 3. until ``train_iters``: one step (:func:`neox.train.step.train_step`); every ``log_interval``
@@ -31,6 +33,7 @@ import torch.distributed as dist
 from neox.errors import ConfigError
 from neox.launch import dist as launch_dist
 from neox.launch.env import DistEnv, discover
+from neox.parallel.topology import Topology, release_topology, topology_for
 from neox.train import checkpointing, rng
 from neox.train.engine import build_engine, check_runnable
 from neox.train.loggers import MetricSinks, format_eval_line, format_train_line, run_dir
@@ -94,12 +97,6 @@ def _shared_run_id() -> str:
     return obj[0]
 
 
-def _data_parallel_coords(env: DistEnv, cfg) -> tuple[int, int]:
-    # Upstream's topology order is [pipe, data, model]: rank = pipe·(dp·tp) + dp_rank·tp + tp_rank.
-    tp, dp = cfg.model_parallel_size, cfg.data_parallel_size
-    return (env.rank % (dp * tp)) // tp, dp
-
-
 def _loaders(cfg, datasets, dp_rank: int, dp_size: int, consumed_train: int, consumed_valid: int):
     from neox.data import build_loader
 
@@ -145,7 +142,8 @@ def train(cfg, *, objective=None, env: DistEnv | None = None) -> int:
     ctx: dict = {}
     code = 1
     try:
-        code = _run(cfg, env, device, say, stop, objective, ckpt, ctx)
+        topo = topology_for(cfg)
+        code = _run(cfg, env, device, say, stop, objective, ckpt, ctx, topo)
         return code
     except BaseException as err:
         if "sinks" in ctx:
@@ -155,15 +153,16 @@ def train(cfg, *, objective=None, env: DistEnv | None = None) -> int:
         if "sinks" in ctx:
             ctx["sinks"].close(exit_code=0 if code in (0, EXIT_STOPPED) else code)
         stop.uninstall()
+        release_topology()
 
 
 def _run(cfg, env: DistEnv, device: torch.device, say: Printer, stop: StopFlag, objective, ckpt: Path | None,
-         ctx: dict) -> int:
+         ctx: dict, topo: Topology) -> int:
     from neox import data
     from neox.config.plan import flops_per_token, parameter_count
     from neox.tokenizer import from_config
 
-    rng.seed_everything(cfg.seed)
+    rng.seed_everything(cfg.seed, tp_rank=topo.tensor_rank)
     say(f"neox: {cfg.summary()}")
     say(f"neox: rank discovery {env.source}: {env.world_size} process(es), device {device_name()}, backend "
         f"{dist.get_backend() if dist.is_initialized() else 'none'}")
@@ -174,10 +173,14 @@ def _run(cfg, env: DistEnv, device: torch.device, say: Printer, stop: StopFlag, 
     if cfg.train_iters is None:
         _iterations_from_epochs(cfg, len(datasets[0]))
         say(f"neox: train_epochs {cfg.train_epochs} = {cfg.train_iters} iterations")
-    engine = build_engine(cfg, device, rank=env.rank)
     objective = objective or LanguageModeling(cfg, eod)
+    engine = build_engine(cfg, device, rank=env.rank, topo=topo, objective=objective)
     say(f"neox: model {parameter_count(cfg)['total'] / 1e6:.2f}M parameters, ZeRO stage {engine.zero_stage}, "
         f"precision {cfg.precision}, gradient clipping {cfg.gradient_clipping}")
+    if topo.world_size > 1:
+        say(f"neox: layout data {topo.data} x pipe {topo.pipe} x tensor {topo.tensor}"
+            + (" (sequence parallel)" if cfg.sequence_parallel and topo.tensor > 1 else "")
+            + (f"; {engine.module.partition_summary()}" if engine.pipeline else ""))
 
     resumed = checkpointing.Resumed()
     if ckpt is not None:
@@ -200,7 +203,7 @@ def _run(cfg, env: DistEnv, device: torch.device, say: Printer, stop: StopFlag, 
         if resumed.consumed_valid_samples is not None
         else data.consumed_samples(cfg, iteration, "valid")
     )
-    dp_rank, dp_size = _data_parallel_coords(env, cfg)
+    dp_rank, dp_size = topo.data_rank, topo.data
     train_iter, valid_iter, test_iter = _loaders(cfg, datasets, dp_rank, dp_size, consumed_train, consumed_valid)
 
     if cfg.save and env.rank == 0:

@@ -5,6 +5,12 @@ A step runs ``gradient_accumulation_steps`` micro-batches of forward, ``engine.b
 clips, steps the optimizer and the LR schedule (or skips the step on fp16 overflow). The logged
 metrics are the mean over the micro-batches, then over all ranks (upstream ``reduce_losses``).
 The same function runs the training loop and ``neox bench``.
+
+Under pipeline parallelism DeepSpeed's ``train_batch`` runs the whole 1F1B schedule over the
+``gradient_accumulation_steps`` micro-batches (upstream's pipeline ``train_step``): it pulls
+them through :class:`PipelineBatches`, which turns loader batches into the objective's
+``(inputs, targets)``, and returns the mean loss, already averaged over data-parallel ranks and
+sent to every stage.
 """
 
 from __future__ import annotations
@@ -46,29 +52,45 @@ def mean_over_ranks(values: dict[str, torch.Tensor], device: torch.device) -> di
     return dict(zip(names, packed.tolist()))
 
 
-def _grad_norm(parameters) -> float:
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
-
-
 def _needs_own_grad_norm(ds) -> bool:
     # fp32 without ZeRO: DeepSpeed clips with torch's global norm but does not keep the value.
     return not (ds.zero_optimization() or ds.bfloat16_enabled() or ds.fp16_enabled())
 
 
+class PipelineBatches:
+    """Loader batches as the pipeline engine wants them: ``(inputs, targets)`` per micro-batch."""
+
+    def __init__(self, data: Iterator, objective, device: torch.device) -> None:
+        self.data, self.objective, self.device = data, objective, device
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.objective.pipeline_batch(to_device(next(self.data), self.device))
+
+
+def _pipeline_step(engine, data: Iterator, objective) -> dict[str, torch.Tensor]:
+    loss = engine.ds.train_batch(PipelineBatches(data, objective, engine.device))
+    return {"lm_loss": loss.detach()}
+
+
 def train_step(engine, data: Iterator, objective, gas: int) -> StepResult:
+    from neox.parallel.grad_norm import grad_norm
+
     ds = engine.ds
     lr = float(ds.get_lr()[0])
     sums: dict[str, torch.Tensor] = {}
     own_norm = None
-    for micro in range(gas):
+    if engine.pipeline:
+        sums = {k: v * gas for k, v in _pipeline_step(engine, data, objective).items()}
+    for micro in range(0 if engine.pipeline else gas):
         batch = to_device(next(data), engine.device)
         loss, parts = objective(ds, batch)
         ds.backward(loss)
         if micro == gas - 1 and _needs_own_grad_norm(ds):
-            own_norm = _grad_norm(ds.module.parameters())  # after the boundary all-reduce, before clipping
+            # after the boundary all-reduce, before clipping
+            own_norm = grad_norm(ds.module.parameters(), engine.topo)
         ds.step()
         for k, v in parts.items():
             sums[k] = sums[k] + v if k in sums else v
@@ -91,6 +113,11 @@ def train_step(engine, data: Iterator, objective, gas: int) -> StepResult:
 def evaluate(engine, data: Iterator, objective, iters: int, gas: int) -> dict[str, float]:
     """Mean objective metrics over ``iters`` × ``gas`` micro-batches, averaged over ranks (upstream ``evaluate``)."""
     ds = engine.ds
+    if engine.pipeline:  # eval_batch runs gas micro-batches through the stages and averages their loss
+        batches = PipelineBatches(data, objective, engine.device)
+        total = sum(ds.eval_batch(batches).detach().float() for _ in range(iters))
+        ds.train()
+        return mean_over_ranks({"lm_loss": total / iters}, engine.device)
     ds.eval()
     sums: dict[str, torch.Tensor] = {}
     try:
