@@ -6,13 +6,14 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    from neox.train.bench import SHAPES
-
+    # Listed here, not imported from neox.train.bench: that module imports torch, and every
+    # `neox` command builds this parser.
+    shapes = "pythia-160m, pythia-410m, pythia-1.4b, pythia-6.9b, llama-1b, neox-tiny"
     p = sub.add_parser(
         "bench",
         help="measure tokens/s, TFLOPS, MFU and peak memory of training steps for named model shapes",
         description="Times the training loop's own step on random tokens (bf16, SDPA, fused AdamW on a GPU). "
-        f"Shapes: {', '.join(SHAPES)} or a config path. Extra key=value pairs override the shape's config.",
+        f"Shapes: {shapes} (configs/<shape>.yml) or a config path. Extra key=value pairs override the shape's config.",
     )
     p.add_argument("--shape", action="append", default=None, help="model shape (repeatable; default pythia-410m)")
     p.add_argument("--seq", type=int, default=2048, help="sequence length (default 2048)")
