@@ -239,16 +239,56 @@ def _training(cfg: Config, where) -> None:
         )
 
 
+# Layer class names a pipeline "type:<regex>" partition matches against: upstream's spec classes
+# and ours (neox.parallel.pipeline), so upstream configs partition the same way.
+PIPELINE_LAYER_NAMES = (
+    "EmbeddingPipe", "Embedding", "ParallelTransformerLayerPipe", "TransformerLayer", "NormPipe", "FinalNorm",
+    "ParallelLinearPipe", "LMHead",
+)
+
+
+def partition_method_problem(method: str) -> str | None:
+    """Why ``pipe_partition_method`` cannot be used (None if it can): DeepSpeed's methods
+    ``parameters``, ``uniform`` and ``type:<regex>`` (case-insensitive search of layer class names)."""
+    import re
+
+    if method in ("parameters", "uniform"):
+        return None
+    if not method.startswith("type:"):
+        return f"{method!r} is not 'parameters', 'uniform' or 'type:<regex>' (upstream's default: 'type:transformer|mlp')"
+    try:
+        pattern = re.compile(method.removeprefix("type:"), re.IGNORECASE)
+    except re.error as err:
+        return f"{method!r} has an invalid regex ({err})"
+    if not any(pattern.search(name) for name in PIPELINE_LAYER_NAMES):
+        return f"{method!r} matches no layer (class names: {', '.join(PIPELINE_LAYER_NAMES)})"
+    return None
+
+
 def _parallel(cfg: Config, where) -> None:
+    """Parallel layouts the engine runs (neox.parallel); each refusal says why and what to change."""
     pp, tp = cfg.pipe_parallel_size, cfg.model_parallel_size
     if pp > cfg.num_layers:
         raise ConfigError(f"{where('pipe_parallel_size')}: pipe_parallel_size {pp} is more than num_layers {cfg.num_layers}")
     if cfg.zero_stage >= 2 and (pp > 1 or tp > 1):
+        reason = (
+            "DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only" if pp > 1 else
+            "ZeRO 2/3 are not combined with tensor parallelism (upstream refuses it; ZeRO-3 would partition the "
+            "tensor-parallel shards again)"
+        )
         raise ConfigError(
             f"{where('zero_optimization')}: zero_optimization.stage {cfg.zero_stage} needs pipe_parallel_size <= 1 and "
-            f"model_parallel_size 1 (got pipe {pp}, tensor {tp}): DeepSpeed's pipeline engine supports only ZeRO 0/1 "
-            "and upstream allows ZeRO 2/3 only without tensor parallelism; use stage 1 or drop pipe/tensor parallelism"
+            f"model_parallel_size 1 (got pipe {pp}, tensor {tp}): {reason}; use stage 1, or drop pipe/tensor parallelism"
         )
+    if cfg.sequence_parallel and tp > 1 and cfg.seq_length is not None and cfg.seq_length % tp:
+        raise ConfigError(
+            f"{where('sequence_parallel')}: sequence_parallel splits the sequence over the {tp} tensor-parallel ranks "
+            f"but seq_length {cfg.seq_length} is not divisible by {tp}; use a multiple of {tp} or sequence_parallel: false"
+        )
+    if pp > 1:
+        problem = partition_method_problem(cfg.pipe_partition_method)
+        if problem:
+            raise ConfigError(f"{where('pipe_partition_method')}: pipe_partition_method {problem}")
     if cfg.train_impl in ("dpo", "rm", "kto") and pp > 1:
         raise ConfigError(
             f"{where('train_impl')}: train_impl {cfg.train_impl} does not support pipeline parallelism "

@@ -175,6 +175,8 @@ class RowParallelLinear(TensorParallelModule, nn.Module):
         self._mark_split_parameters()
         if self.bias is not None and reduce_output:
             sum_gradients_over_tensor_parallel([self.bias], self.tp)  # added to sequence shards under SP
+        elif self.bias is not None and self.tp.world_size > 1:
+            self.bias.summed_over_tp = self.tp.world_size  # one copy per rank, all added: see neox.train.optim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.input_is_parallel:

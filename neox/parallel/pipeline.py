@@ -19,7 +19,8 @@ the NeoX name), so the weights do not depend on the layout; the tied embedding e
 and last stage, DeepSpeed sums its two gradients and broadcasts it from the first stage.
 
 Layers are assigned by ``pipe_partition_method``: ``type:<regex>`` (balances the layers whose
-class name matches; upstream's default ``type:transformer|mlp``), ``parameters`` (balances
+class name matches — ours or upstream's, e.g. ``ParallelTransformerLayerPipe``; upstream's default
+``type:transformer|mlp``), ``parameters`` (balances
 parameter counts, counted on the ``meta`` device rather than by building every layer) or
 ``uniform``. ``checkpoint_activations`` recomputes every ``checkpoint_num_layers`` transformer
 layers of a stage (:func:`neox.parallel.random.checkpoint`, which replays the dropout streams).
@@ -43,7 +44,13 @@ from neox.errors import ConfigError
 
 TIED_KEY = "embed"
 TIED_ATTR = "word_embeddings.weight"
-PARTITION_METHODS = ("type:<regex>", "parameters", "uniform")
+# Upstream's class for each of ours, so "type:<regex>" partitions written for upstream work here.
+UPSTREAM_NAMES = {
+    "Embedding": "EmbeddingPipe",
+    "TransformerLayer": "ParallelTransformerLayerPipe",
+    "FinalNorm": "NormPipe",
+    "LMHead": "ParallelLinearPipe",
+}
 
 
 def pre_transformer_block(x: torch.Tensor) -> torch.Tensor:
@@ -62,18 +69,11 @@ def tied_logits(embedding: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def check_partition_method(method: str) -> None:
-    import re
+    from neox.config.validate import partition_method_problem
 
-    if method.startswith("type:"):
-        try:
-            re.compile(method.removeprefix("type:"))
-        except re.error as err:
-            raise ConfigError(f"pipe_partition_method {method!r}: the regex is invalid ({err})") from None
-    elif method not in ("parameters", "uniform"):
-        raise ConfigError(
-            f"pipe_partition_method {method!r} is not one of {', '.join(PARTITION_METHODS)} "
-            "(e.g. 'type:transformer|mlp', upstream's default)"
-        )
+    problem = partition_method_problem(method)
+    if problem:
+        raise ConfigError(f"pipe_partition_method {problem}")
 
 
 def _module_class():
@@ -124,6 +124,19 @@ def _module_class():
             for module in self.tied_modules.values():
                 if id(module) not in done:
                     initialize_layer(0, module, self._neox_cfg)  # the head's copy of layer 0
+
+        def _find_layer_type(self, layername: str) -> list[int]:
+            import re
+
+            pattern = re.compile(layername, re.IGNORECASE)
+            found = []
+            for idx, spec in enumerate(self._layer_specs):
+                name = spec.typename.__name__ if isinstance(spec, LayerSpec) else getattr(spec, "__name__", "")
+                if pattern.search(name) or pattern.search(UPSTREAM_NAMES.get(name, "")):
+                    found.append(idx)
+            if not found:
+                raise ConfigError(f"pipe_partition_method 'type:{layername}' matches no layer")
+            return found
 
         def _count_layer_params(self) -> list[int]:
             # DeepSpeed builds every layer of the model to count; build them on "meta" instead.

@@ -84,6 +84,8 @@ def _classes() -> tuple[type, type]:
             self._mark_split_parameters()
             if bias and reduce_output:
                 sum_gradients_over_tensor_parallel([self.bias], tp)
+            elif bias and tp.world_size > 1:
+                self.bias.summed_over_tp = tp.world_size
 
         def forward(self, x):
             if not self.input_is_parallel:

@@ -42,8 +42,9 @@ class Topology:
     data_rank: int
     tensor_rank: int
     tensor_group: dist.ProcessGroup | None = None
-    """The ranks that differ only in tensor rank. Groups are None only for a single-process job;
-    otherwise every axis has a group, of one rank where that axis has size 1."""
+    """The ranks that differ only in tensor rank. Without model parallelism (pipe = tensor = 1)
+    no groups are created (the data group is the whole job); otherwise every axis has a group,
+    of one rank where that axis has size 1."""
     data_group: dist.ProcessGroup | None = None
     """The ranks that differ only in data rank: ZeRO partitions and gradient averaging."""
     pipe_group: dist.ProcessGroup | None = None
@@ -88,7 +89,8 @@ def _axis_groups(pipe: int, data: int, tensor: int) -> dict[str, list[list[int]]
 def build_topology(*, pipe: int, data: int, tensor: int, sequence_parallel: bool = False) -> Topology:
     """Create the groups of the grid (a collective: every rank calls it) and set the TP group.
 
-    Works without ``torch.distributed`` for a single process (all sizes 1).
+    Works without ``torch.distributed`` for a single process (all sizes 1). Data parallelism
+    alone needs no groups beyond the job's own.
     """
     world = pipe * data * tensor
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -96,7 +98,7 @@ def build_topology(*, pipe: int, data: int, tensor: int, sequence_parallel: bool
     assert world == actual, f"pipe {pipe} x data {data} x tensor {tensor} = {world} but the job has {actual} ranks"
     coord = coordinates(rank, data, pipe, tensor)
     mine: dict[str, dist.ProcessGroup | None] = {}
-    if world > 1:
+    if pipe * tensor > 1:
         for axis, lists in _axis_groups(pipe, data, tensor).items():
             for ranks in lists:
                 group = dist.new_group(ranks=ranks)

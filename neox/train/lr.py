@@ -97,7 +97,7 @@ class AnnealingLR:
         self.num_iters = self.num_iters + 1 if step_num is None else step_num
         lr = self.get_lr()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # see neox.train.optim (TP-summed biases)
 
     def state_dict(self) -> dict:
         return {

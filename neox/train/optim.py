@@ -5,6 +5,14 @@ normalisation module (LayerNorm, RMSNorm, ScaleNorm, Transformer Engine norms) a
 into a group with ``weight_decay`` 0; everything else is decayed. With ``weight_decay`` 0 there is
 a single group.
 
+One deliberate difference: with the parallel residual and TP = N > 1, each TP rank holds its own
+copy of the attention/MLP output biases and the model adds all N (upstream's semantics, which
+NeoX checkpoints keep: the effective bias is the sum). Every copy receives the full gradient, so
+upstream moves the effective bias N times as far per step as a TP = 1 run would. Those biases
+(marked ``summed_over_tp`` by :class:`neox.parallel.RowParallelLinear`) go into a group whose
+learning rate is scaled by 1/N (``lr_scale``, applied by the schedule), which makes training
+independent of the TP degree.
+
 ``optimizer.type`` (case-insensitive):
 
 - ``Adam`` / ``AdamW``: upstream's ``Adam`` is apex's or DeepSpeed's ``FusedAdam``, whose default
@@ -40,22 +48,28 @@ def _no_decay(module: nn.Module, name: str) -> bool:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Upstream's two groups: decayed weights, and (weight_decay 0) biases and all norm parameters."""
+    """Upstream's two groups: decayed weights, and (weight_decay 0) biases and all norm parameters;
+    plus the TP-summed biases at ``lr_scale`` 1/TP (module docstring)."""
     decay, no_decay, seen = [], [], set()
+    summed: dict[int, list[nn.Parameter]] = {}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if p is None or not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if _no_decay(module, name):
+            if getattr(p, "summed_over_tp", 1) > 1:
+                summed.setdefault(p.summed_over_tp, []).append(p)
+            elif _no_decay(module, name):
                 no_decay.append(p)
             else:
                 decay.append(p)
     if weight_decay == 0.0:
-        return [{"params": decay + no_decay, "weight_decay": 0.0}]
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        groups = [{"params": decay + no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": decay, "weight_decay": weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+    groups += [{"params": ps, "weight_decay": 0.0, "lr_scale": 1.0 / n} for n, ps in sorted(summed.items())]
     return groups
 
 
