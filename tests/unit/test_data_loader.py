@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -62,7 +63,14 @@ def test_cache_is_reused_not_rebuilt(data, monkeypatch):
     assert calls == [] and np.array_equal(first, again)
 
 
-def test_non_builder_rank_waits_for_files_then_loads(data, monkeypatch):
+@pytest.fixture
+def rank_from_env(monkeypatch):
+    """Ranks from RANK alone: an in-process training test earlier in the session may have left a
+    world-1 process group initialised (rank 0), which would otherwise win."""
+    monkeypatch.setattr(index_cache, "_global_rank", lambda: int(os.environ.get("RANK", "0")))
+
+
+def test_non_builder_rank_waits_for_files_then_loads(data, monkeypatch, rank_from_env):
     cfg = _cfg(train_data_paths=[str(data / "B_text_document")], valid_data_paths=[], test_data_paths=[])
     monkeypatch.setenv("RANK", "1")
     done = {}
@@ -80,7 +88,7 @@ def test_non_builder_rank_waits_for_files_then_loads(data, monkeypatch):
     assert np.array_equal(done["ds"][3]["text"], built[3]["text"])
 
 
-def test_non_builder_rank_times_out_with_a_clear_message(data, monkeypatch):
+def test_non_builder_rank_times_out_with_a_clear_message(data, monkeypatch, rank_from_env):
     cfg = _cfg(train_data_paths=[str(data / "B_text_document")], valid_data_paths=[], test_data_paths=[])
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("NEOX_DATA_INDEX_TIMEOUT", "0.2")
@@ -88,7 +96,7 @@ def test_non_builder_rank_times_out_with_a_clear_message(data, monkeypatch):
         build_datasets(cfg)
 
 
-def test_use_shared_fs_false_builds_on_local_rank_0(data, monkeypatch):
+def test_use_shared_fs_false_builds_on_local_rank_0(data, monkeypatch, rank_from_env):
     monkeypatch.setenv("RANK", "4")
     monkeypatch.setenv("LOCAL_RANK", "0")
     cfg = _cfg(train_data_paths=[str(data / "B_text_document")], valid_data_paths=[], test_data_paths=[],
