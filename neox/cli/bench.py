@@ -1,4 +1,9 @@
-"""`neox bench`: tokens/s, TFLOPS, MFU and peak memory of training steps for named model shapes."""
+"""`neox bench`: tokens/s, TFLOPS, MFU and peak memory of training steps for named model shapes.
+
+``--nproc N`` starts N local ranks (one per GPU) as ``neox train --nproc`` does; the parallel
+layout comes from ``key=value`` overrides (``model_parallel_size=2``, ``pipe_parallel_size=2``,
+``zero_optimization.stage=1``...), the data-parallel size is what is left.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON to PATH")
+    p.add_argument("--nproc", type=int, default=1, help="local ranks to start, one per GPU (default 1)")
     p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(handler=run)
 
@@ -32,6 +38,28 @@ def run(args) -> int:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise NeoxError(f"neox bench: {bad[0]!r} is not key=value; shapes go after --shape")
+    if args.nproc < 1:
+        raise NeoxError(f"--nproc {args.nproc} must be at least 1")
+    if args.nproc > 1:
+        return _launch(args)
     bench(args.shape or ["pythia-410m"], seq=args.seq, micro_batch=args.micro_batch, steps=args.steps,
           warmup=args.warmup, overrides=args.overrides, json_path=args.json)
     return 0
+
+
+def _launch(args) -> int:
+    """Start ``args.nproc`` local ranks of this same benchmark."""
+    import os
+
+    from neox.launch import local
+
+    if ("RANK" in os.environ and "WORLD_SIZE" in os.environ) or "SLURM_PROCID" in os.environ:
+        from neox.errors import NeoxError
+
+        raise NeoxError("--nproc starts local ranks, but this process already is a rank; drop --nproc under torchrun/srun")
+    argv = ["bench", *[a for shape in (args.shape or ["pythia-410m"]) for a in ("--shape", shape)],
+            "--seq", str(args.seq), "--micro-batch", str(args.micro_batch), "--steps", str(args.steps),
+            "--warmup", str(args.warmup)]
+    if args.json:
+        argv += ["--json", args.json]
+    return local.run([*argv, *args.overrides], args.nproc)

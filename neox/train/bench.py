@@ -7,8 +7,15 @@ shape, sets the sequence length and micro batch, and runs the training loop's ow
 on random tokens: ``warmup`` steps untimed, then ``steps`` steps timed with CUDA events (wall
 clock on a CPU). Defaults are the sensible ones, not tuned: bf16 with fp32 master weights (fp32 on
 a CPU), PyTorch SDPA attention, fused AdamW, ZeRO stage and clipping from the shape's config,
-activation checkpointing off, one GPU with no tensor or pipeline parallelism. Every
-``key=value`` override is applied last, so any of these can be changed.
+activation checkpointing off, no tensor or pipeline parallelism. Every ``key=value`` override is
+applied last, so any of these can be changed.
+
+Several GPUs: ``neox bench --nproc N`` (or under torchrun/srun) runs every rank of a layout given
+by overrides (``model_parallel_size``, ``pipe_parallel_size``, ``sequence_parallel``,
+``zero_optimization.stage``, ``gradient_accumulation_steps``); the data-parallel size is what is
+left, and the micro batch is per GPU. Every TP rank of a replica sees the same random tokens. The
+Pythia shapes name no tokenizer file, so their padded vocabulary is Pythia's 50,277 tokens padded
+for the run's TP, as training would.
 
 Reported per shape: step time, tokens/s (global and per GPU), model TFLOPS/GPU, causal MFU and
 GPT-NeoX-formula MFU (:mod:`neox.train.metrics`), peak allocated memory, and the first and last
@@ -30,7 +37,7 @@ from neox.errors import ConfigError
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHAPES = ("pythia-160m", "pythia-410m", "pythia-1.4b", "pythia-6.9b", "llama-1b", "neox-tiny")
-PYTHIA_PADDED_VOCAB = 50304
+PYTHIA_VOCAB = 50277  # the Pythia/GPT-NeoX-20B tokenizer; padded to 50304 at TP 1
 
 
 def shape_path(shape: str) -> Path:
@@ -46,10 +53,12 @@ def shape_path(shape: str) -> Path:
 def bench_config(shape: str, *, seq: int, micro_batch: int, on_gpu: bool, overrides: list[str], world_size: int):
     """The shape's config with the benchmark's settings (see the module docstring)."""
     from neox import config
+    from neox.config.derived import pad_vocab
 
     path = shape_path(shape)
     probe = config.load(
-        [path], ["train_batch_size=null", "model_parallel_size=1", "pipe_parallel_size=1", *overrides], world_size=1
+        [path], ["train_batch_size=null", "model_parallel_size=1", "pipe_parallel_size=1", *overrides],
+        world_size=world_size,
     )
     settings = [
         f"seq_length={seq}",
@@ -72,26 +81,33 @@ def bench_config(shape: str, *, seq: int, micro_batch: int, on_gpu: bool, overri
         "attention_dropout=0",
     ]
     if probe.padded_vocab_size is None:  # shape configs name no tokenizer file: Pythia's padded vocab
-        settings.append(f"padded_vocab_size={PYTHIA_PADDED_VOCAB}")
+        padded = pad_vocab(PYTHIA_VOCAB, probe.make_vocab_size_divisible_by, probe.model_parallel_size)
+        settings.append(f"padded_vocab_size={padded}")
     return config.load([path], settings + list(overrides), world_size=world_size)
 
 
 def run_shape(shape: str, *, seq: int, micro_batch: int, steps: int, warmup: int, overrides: list[str], device, env):
     """Benchmark one shape; returns its result record."""
     from neox.config.plan import flops_per_token, parameter_count
+    from neox.parallel.topology import release_topology, topology_for
     from neox.train.engine import build_engine
     from neox.train.metrics import device_name, peak_tflops, throughput
     from neox.train.objective import LanguageModeling
+    from neox.train.rng import seed_everything
     from neox.train.step import train_step
 
     on_gpu = device.type == "cuda"
     cfg = bench_config(shape, seq=seq, micro_batch=micro_batch, on_gpu=on_gpu, overrides=overrides,
                        world_size=env.world_size)
+    gas = cfg.gradient_accumulation_steps
     record = {
         "shape": shape,
         "seq_length": seq,
         "micro_batch": micro_batch,
         "world_size": env.world_size,
+        "layout": {"data": cfg.data_parallel_size, "pipe": max(cfg.pipe_parallel_size, 1),
+                   "tensor": cfg.model_parallel_size, "sequence_parallel": bool(cfg.sequence_parallel),
+                   "gradient_accumulation_steps": gas},
         "precision": cfg.precision,
         "zero_stage": cfg.zero_stage,
         "parameters": parameter_count(cfg)["total"],
@@ -101,10 +117,12 @@ def run_shape(shape: str, *, seq: int, micro_batch: int, steps: int, warmup: int
     }
     engine = None
     try:
-        torch.manual_seed(cfg.seed)
-        engine = build_engine(cfg, device, rank=env.rank)
+        topo = topology_for(cfg)
+        seed_everything(cfg.seed, tp_rank=topo.tensor_rank)
+        objective = LanguageModeling(cfg, None)
+        engine = build_engine(cfg, device, rank=env.rank, topo=topo, objective=objective)
         vocab = cfg.padded_vocab_size
-        gen = torch.Generator(device=device).manual_seed(env.rank)
+        gen = torch.Generator(device=device).manual_seed(topo.data_rank)  # the same tokens on every TP rank
         batches = [
             {"text": torch.randint(0, vocab, (micro_batch, seq + 1), device=device, generator=gen)} for _ in range(4)
         ]
@@ -115,8 +133,8 @@ def run_shape(shape: str, *, seq: int, micro_batch: int, steps: int, warmup: int
                 yield batches[i % len(batches)]
                 i += 1
 
-        it, objective = data(), LanguageModeling(cfg, None)
-        losses = [train_step(engine, it, objective, 1).metrics["lm_loss"] for _ in range(warmup)]
+        it = data()
+        losses = [train_step(engine, it, objective, gas).metrics["lm_loss"] for _ in range(warmup)]
         if on_gpu:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -125,13 +143,13 @@ def run_shape(shape: str, *, seq: int, micro_batch: int, steps: int, warmup: int
             if on_gpu:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                losses.append(train_step(engine, it, objective, 1).metrics["lm_loss"])
+                losses.append(train_step(engine, it, objective, gas).metrics["lm_loss"])
                 end.record()
                 end.synchronize()
                 times.append(start.elapsed_time(end) / 1000)
             else:
                 t0 = time.perf_counter()
-                losses.append(train_step(engine, it, objective, 1).metrics["lm_loss"])
+                losses.append(train_step(engine, it, objective, gas).metrics["lm_loss"])
                 times.append(time.perf_counter() - t0)
         step_s = statistics.median(times)
         peak = peak_tflops(device_name() if on_gpu else None, cfg.peak_theoretical_tflops)
@@ -145,7 +163,7 @@ def run_shape(shape: str, *, seq: int, micro_batch: int, steps: int, warmup: int
             mfu_causal_pct=None if rates.mfu_causal is None else 100 * rates.mfu_causal,
             mfu_neox_pct=None if rates.mfu_neox is None else 100 * rates.mfu_neox,
             peak_tflops=peak,
-            peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu else None,
+            peak_memory_gib=_max_over_ranks(torch.cuda.max_memory_allocated(device), device) / 2**30 if on_gpu else None,
             loss_first=losses[0] if losses else None,
             loss_last=losses[-1] if losses else None,
         )
@@ -153,10 +171,28 @@ def run_shape(shape: str, *, seq: int, micro_batch: int, steps: int, warmup: int
         record["error"] = f"out of memory: {str(err).splitlines()[0]}"
     finally:
         del engine
+        release_topology()
         gc.collect()
         if on_gpu:
             torch.cuda.empty_cache()
     return record
+
+
+def _max_over_ranks(value: float, device) -> float:
+    """The largest value on any rank (peak memory: the most loaded GPU, e.g. a pipeline's first stage)."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    t = torch.tensor([float(value)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
+def layout_name(record: dict) -> str:
+    """``dp x pp x tp`` (+ ``sp``) of a result record."""
+    lay = record.get("layout") or {"data": record.get("world_size", 1), "pipe": 1, "tensor": 1}
+    return f"{lay['data']}x{lay['pipe']}x{lay['tensor']}" + ("sp" if lay.get("sequence_parallel") else "")
 
 
 def environment(device) -> dict:
@@ -173,11 +209,13 @@ def environment(device) -> dict:
 
 
 def format_table(results: list[dict]) -> str:
-    head = f"{'shape':<14}{'seq':>6}{'mb':>4}{'step ms':>10}{'tok/s/gpu':>12}{'TFLOPS':>9}{'MFU':>8}{'NeoX MFU':>10}{'mem GiB':>9}"
+    head = (f"{'shape':<14}{'dp x pp x tp':>13}{'zero':>5}{'seq':>6}{'mb':>4}{'step ms':>10}{'tok/s/gpu':>12}"
+            f"{'TFLOPS':>9}{'MFU':>8}{'NeoX MFU':>10}{'mem GiB':>9}")
     lines = [head]
     for r in results:
+        where = f"{r['shape']:<14}{layout_name(r):>13}{r.get('zero_stage', ''):>5}"
         if "error" in r:
-            lines.append(f"{r['shape']:<14}{r['seq_length']:>6}{r['micro_batch']:>4}  {r['error'][:70]}")
+            lines.append(f"{where}{r['seq_length']:>6}{r['micro_batch']:>4}  {r['error'][:70]}")
             continue
 
         def pct(x):
@@ -185,7 +223,7 @@ def format_table(results: list[dict]) -> str:
 
         mem = "n/a" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.1f}"
         lines.append(
-            f"{r['shape']:<14}{r['seq_length']:>6}{r['micro_batch']:>4}{1000 * r['step_time_s']['median']:>10.1f}"
+            f"{where}{r['seq_length']:>6}{r['micro_batch']:>4}{1000 * r['step_time_s']['median']:>10.1f}"
             f"{r['tokens_per_s_per_gpu']:>12,.0f}{r['tflops_per_gpu']:>9.1f}{pct(r['mfu_causal_pct']):>8}"
             f"{pct(r['mfu_neox_pct']):>10}{mem:>9}"
         )

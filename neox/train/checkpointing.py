@@ -231,11 +231,12 @@ def check_args(cfg, saved: dict, source: Path) -> None:
         )
 
 
-def _check_layout(ckpt: Path, engine, load_optim: bool) -> None:
-    """The checkpoint fits this run's TP degree, and its pipe x TP ranks if the optimizer is loaded."""
+def _check_layout(ckpt: Path, engine) -> None:
+    """The checkpoint was saved with this run's TP degree and pipe x TP ranks (DeepSpeed reads the
+    model-state file of this rank's pipe x TP rank, and cannot regroup layer-file checkpoints)."""
     topo = engine.topo
     on_disk = layout.tp_size_on_disk(ckpt)
-    fix = "resume with no_load_optim: true (weights only)"
+    fix = "resume with no_load_optim: true and no_load_rng: true"
     if on_disk != topo.tensor:
         raise CheckpointError(
             f"{ckpt} was saved with tensor parallelism {on_disk} but this run has model_parallel_size {topo.tensor}; "
@@ -250,17 +251,16 @@ def _check_layout(ckpt: Path, engine, load_optim: bool) -> None:
         return
     saved = len(list(ckpt.glob("mp_rank_*_model_states.pt")))
     ranks = topo.pipe * topo.tensor
-    if (load_optim and saved != ranks) or not (ckpt / layout.model_states_file(engine.mp_rank)).is_file():
+    if saved != ranks:
         raise CheckpointError(
             f"{ckpt} has model-state files of {saved} pipe x tensor rank(s) but this run has {ranks} "
-            f"(pipe {topo.pipe} x tensor {topo.tensor}): it was saved with another pipe_parallel_size; "
-            + (f"{fix} or convert it with tools/ckpts/reshard.py --pp {topo.pipe}" if load_optim else
-               f"convert it with tools/ckpts/reshard.py --pp {topo.pipe}")
+            f"(pipe {topo.pipe} x tensor {topo.tensor}): it was saved with another pipe_parallel_size; convert it with "
+            f"tools/ckpts/reshard.py --pp {topo.pipe} and {fix}"
         )
 
 
 def _check_files(ckpt: Path, engine, load_optim: bool) -> None:
-    _check_layout(ckpt, engine, load_optim)
+    _check_layout(ckpt, engine)
     mp = engine.mp_rank
     zero = engine.zero_stage > 0
     if load_optim and engine.zero_stage == 3 and not list(ckpt.glob("zero_pp_rank_*_mp_rank_00_model_states.pt")):

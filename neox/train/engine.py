@@ -160,6 +160,8 @@ def build_engine(cfg, device: torch.device, *, rank: int = 0, topo: Topology | N
         # Stage boundaries may split activations over the TP ranks only if every rank holds them whole.
         partitioned = not (cfg.sequence_parallel and topo.tensor > 1)
         ds_config["pipeline"] = {"pipe_partitioned": partitioned, "grad_partitioned": partitioned}
+        # The pipeline engine prints a loss line every steps_per_print steps; the loop logs its own.
+        ds_config["steps_per_print"] = 2**31 - 1
     ds, ds_optimizer, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
