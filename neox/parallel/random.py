@@ -52,10 +52,15 @@ class RNGTracker:
         self.states: dict[str, torch.Tensor] = {}
 
     def seed(self, seed: int, tp_rank: int) -> None:
-        """(Re)start the model-parallel stream of this TP rank from ``seed``."""
-        device = torch.device("cuda", torch.cuda.current_device()) if _device_type() == "cuda" else "cpu"
-        generator = torch.Generator(device=device).manual_seed(seed + SEED_OFFSET + tp_rank)
-        self.states = {MODEL_PARALLEL: generator.get_state()}
+        """(Re)start the model-parallel stream of this TP rank from ``seed``; the default stream is untouched."""
+        value = seed + SEED_OFFSET + tp_rank
+        if _device_type() == "cuda":
+            outer = torch.cuda.get_rng_state()
+            torch.cuda.manual_seed(value)  # the current device only
+            self.states = {MODEL_PARALLEL: torch.cuda.get_rng_state()}
+            torch.cuda.set_rng_state(outer)
+        else:
+            self.states = {MODEL_PARALLEL: torch.Generator().manual_seed(value).get_state()}
 
     def get_states(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.states.items()}
