@@ -5,7 +5,8 @@
   their shard of the full gradient, replicated norms / biases / position embeddings (which see only
   a sequence shard) the full gradient after their TP all-reduce; the parallel residual's summed
   biases the full gradient on each rank. Checked for the Pythia-style block (parallel residual,
-  rotary, untied head) and a sequential-residual block with learned positions and a tied head.
+  rotary, untied head), a sequential-residual block with learned positions and a tied head, and a
+  Llama-style block (GQA split per [Q|K|V] block, SwiGLU split per [value|gate] half, no biases).
 - The RNG tracker: per-TP-rank streams, a shared default stream, replay under activation
   checkpointing, and its place in the checkpoint's RNG state.
 
@@ -27,6 +28,9 @@ SMALL = ["num_layers=2", "hidden_size=64", "num_attention_heads=4", "seq_length=
 VARIANTS = {
     "pythia": [],
     "sequential-learned-tied": ["gpt_j_residual=false", "pos_emb=learned", "no_weight_tying=false", "norm=rmsnorm"],
+    "llama-gqa-swiglu": ["gpt_j_residual=false", "num_kv_heads=2", "activation=swiglu", "norm=rmsnorm",
+                         "use_bias_in_norms=false", "use_bias_in_attn_linear=false", "use_bias_in_mlp=false",
+                         "rotary_pct=1", "intermediate_size=256", "mlp_multiple_of=64"],
 }
 
 
