@@ -3,10 +3,11 @@
 Through the real ``neox train --nproc N`` and the harness of the GPU driver
 (``tools/bench/gpu_parallel.py``, so CI runs its logic): a tiny GPT-NeoX (2 layers, h 64, s 64,
 tied embeddings, parallel residual, ZeRO-1, fp32, dropout 0) trains 20 steps at a global batch of 8
-as 1 rank, TP 2, PP 2, TP 2 x DP 2 with sequence parallelism and PP 2 x DP 2. The initial weights are
-the same in every layout (each parameter is drawn at full size from its own seed, then sharded).
+as 1 rank, TP 2, PP 2, TP 2 x DP 2 with sequence parallelism and PP 2 x DP 2, evaluating at steps 10
+and 20. The initial weights are the same in every layout (each parameter is drawn at full size from
+its own seed, then sharded).
 
-Tolerance: |Δloss| ≤ 1e-5 at every step (about 10 ulps of fp32 at loss ~7). The layouts compute
+Tolerance: |Δloss| ≤ 1e-5 at every step and at both evaluations (about 10 ulps of fp32 at loss ~7). The layouts compute
 the same function in another summation order (split GEMMs, vocab-parallel cross-entropy,
 reduce-scatter, gradients summed over stages); that moves the loss by a few ulps per step and
 Adam's normalisation keeps it from growing (measured ≤ 1e-6 over 20 steps). Any real error — a

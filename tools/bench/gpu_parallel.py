@@ -7,8 +7,8 @@
 **Parity.** A tiny GPT-NeoX (``configs/neox-tiny.yml`` shrunk to 2 layers, h 64, s 64; fp32,
 dropout 0, ZeRO-1, tied embeddings) trains 20 steps with ``neox train`` on 1 GPU and in each
 parallel layout (TP 2, PP 2, TP 2 with sequence parallelism, TP 2 x DP 2, PP 2 x DP 2,
-TP 2 x PP 2 with SP) at the same global batch; every layout's loss curve must stay within
-``--tolerance`` (absolute, default 1e-4) of the 1-GPU curve. fp32 with TF32 off: layouts differ only
+TP 2 x PP 2 with SP) at the same global batch; every layout's loss curve, and its validation loss
+at steps 10 and 20, must stay within ``--tolerance`` (absolute, default 1e-4) of the 1-GPU run. fp32 with TF32 off: layouts differ only
 in summation order (split GEMMs, vocab-parallel cross-entropy, reduce-scatter), a few ulps per step,
 while a wrong shard or bias rule moves the loss by 1e-2 within two steps. Layouts needing more GPUs
 than there are are skipped and say so; runs are packed onto disjoint GPUs
@@ -16,7 +16,9 @@ than there are are skipped and say so; runs are packed onto disjoint GPUs
 
 **Throughput.** ``neox bench --nproc N`` (bf16, SDPA, fused AdamW, ZeRO-1, seq 2048) for Pythia-1.4B
 at TP 1, 2 and 4 with DP = GPUs / TP (micro batch 8 per GPU) and Pythia-6.9B with ZeRO-1 at DP 4
-(micro batch 1) and TP 2 x DP 2 (micro batch 2): the same global batch of 4 x 2048 tokens.
+(micro batch 1) and TP 2 x DP 2 (micro batch 2): the same global batch of 4 x 2048 tokens. Last,
+Pythia-1.4B at TP 2 with sequence parallelism, whose peak memory against TP 2 without it shows the
+activation memory SP saves.
 
 Every run has its own time limit; a failure or a timeout is recorded and the script goes on.
 Results: ``OUT/parity.json``, ``OUT/bench.json``, ``OUT/results.md`` (markdown tables, the device named),
@@ -45,7 +47,7 @@ PARITY_BASE = [
     "num_layers=2", "hidden_size=64", "num_attention_heads=4", "seq_length=64", "max_position_embeddings=64",
     "no_weight_tying=false", "hidden_dropout=0", "attention_dropout=0", "precision=fp32",
     "zero_optimization.stage=1", "train_iters=20", "lr_decay_iters=20", "warmup=0.1", "log_interval=1",
-    "eval_interval=100", "eval_iters=0", "num_workers=0", "split=100,0,0",
+    "eval_interval=10", "eval_iters=1", "num_workers=0", "split=90,10,0",
 ]
 
 
@@ -89,6 +91,9 @@ def bench_runs(gpus: int) -> list[BenchRun]:
             BenchRun("6.9B ZeRO-1 DP 4", "pythia-6.9b", 4, 1, ["model_parallel_size=1", "zero_optimization.stage=1"]),
             BenchRun("6.9B TP 2 x DP 2", "pythia-6.9b", 4, 2, ["model_parallel_size=2", "zero_optimization.stage=1"]),
         ]
+    # Last, so the time budget drops it first: sequence parallelism's activation memory against TP 2 above.
+    runs.append(BenchRun(f"1.4B TP 2 + SP x DP {gpus // 2}", "pythia-1.4b", gpus, 8,
+                         ["model_parallel_size=2", "sequence_parallel=true", "zero_optimization.stage=1"]))
     return runs
 
 
@@ -212,14 +217,16 @@ def train_job(layout: Layout, out: Path, corpus: str, extra: list[str], timeout:
     return Job(layout.name, argv, layout.nproc, out / "logs" / f"train_{slug(layout.name)}.log", timeout)
 
 
-def losses(run_dir: Path) -> dict[int, float]:
+def losses(run_dir: Path, event: str = "train") -> dict[int, float]:
+    """``{iteration: lm_loss}`` of a run's metrics.jsonl: training steps, or ``"eval"`` validations."""
+    key = "train/lm_loss" if event == "train" else "validation/lm_loss"
     found = {}
     path = run_dir / "metrics.jsonl"
     if path.is_file():
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            if rec.get("event") == "train":
-                found[rec["iteration"]] = rec["train/lm_loss"]
+            if rec.get("event") == event and key in rec:
+                found[rec["iteration"]] = rec[key]
     return found
 
 
@@ -231,6 +238,7 @@ def parity(layouts: list[Layout], out: Path, *, gpus: int, tolerance: float, tim
     jobs = [train_job(lay, out, corpus, list(extra), timeout) for lay in fits]
     run_jobs(jobs, gpus, concurrent=gpus > 0, deadline=deadline, say=say)
     ref = losses(out / "runs" / slug(layouts[0].name))
+    ref_valid = losses(out / "runs" / slug(layouts[0].name), "eval")
     rows = []
     for lay in layouts:
         job = next((j for j in jobs if j.name == lay.name), None)
@@ -243,11 +251,14 @@ def parity(layouts: list[Layout], out: Path, *, gpus: int, tolerance: float, tim
             row["status"] = "timed out" if job.timed_out else f"failed (exit {job.rc}); see {job.log}"
         else:
             got = losses(out / "runs" / slug(lay.name))
+            valid = losses(out / "runs" / slug(lay.name), "eval")
             steps = sorted(set(ref) & set(got))
             diff = max((abs(got[i] - ref[i]) for i in steps), default=float("nan"))
-            complete = len(steps) == 20 and len(ref) == 20
-            row.update(steps=len(steps), max_abs_diff=diff, first_loss=got.get(1), last_loss=got.get(20),
-                       seconds=round(job.seconds, 1))
+            valid_diff = max((abs(valid[i] - ref_valid[i]) for i in ref_valid if i in valid), default=float("nan"))
+            complete = len(steps) == 20 and len(ref) == 20 and set(valid) == set(ref_valid) == {10, 20}
+            diff = max(diff, valid_diff)
+            row.update(steps=len(steps), max_abs_diff=diff, valid_max_abs_diff=valid_diff, first_loss=got.get(1),
+                       last_loss=got.get(20), seconds=round(job.seconds, 1))
             row["status"] = "ok" if complete and diff <= tolerance else (
                 "mismatch" if complete else "incomplete loss curve")
         rows.append(row)
@@ -303,7 +314,7 @@ def markdown(device: dict, parity_report: dict | None, bench_rows: list[dict] | 
     lines = [f"Device: {device['count']} x {device['device']} (torch {device['torch']}, CUDA {device.get('cuda')})", ""]
     if parity_report:
         lines += [
-            f"Parity: {parity_report['steps']} steps, fp32, loss curves vs 1 rank, tolerance "
+            f"Parity: {parity_report['steps']} steps, fp32, training and validation losses vs 1 rank, tolerance "
             f"{parity_report['tolerance']:g} (absolute)", "",
             "| layout | ranks | max abs diff of loss | loss at 1 / 20 | status |", "|---|---|---|---|---|",
         ]
