@@ -19,7 +19,9 @@ for the run's TP, as training would.
 
 Reported per shape: step time, tokens/s (global and per GPU), model TFLOPS/GPU, causal MFU and
 GPT-NeoX-formula MFU (:mod:`neox.train.metrics`), peak allocated memory, and the first and last
-loss as a sanity check. A shape that does not fit in memory is reported as such, not a crash.
+loss as a sanity check. A shape that does not fit in memory is reported as such, not a crash
+(on one GPU; with several ranks the out-of-memory error ends the run, since the other ranks would
+wait for it in their next collective).
 """
 
 from __future__ import annotations
@@ -168,6 +170,9 @@ def run_shape(shape: str, *, seq: int, micro_batch: int, steps: int, warmup: int
             loss_last=losses[-1] if losses else None,
         )
     except torch.OutOfMemoryError as err:
+        if env.world_size > 1:
+            # The other ranks would wait in their next collective: fail, and the launcher stops them.
+            raise
         record["error"] = f"out of memory: {str(err).splitlines()[0]}"
     finally:
         del engine
