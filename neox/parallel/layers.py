@@ -41,6 +41,7 @@ from neox.parallel.mappings import gather_from_tensor_parallel_region, scatter_t
 from neox.parallel.sequence import (
     enter_tensor_parallel_region,
     leave_tensor_parallel_region,
+    sequence_parallel_linear,
     sum_gradients_over_tensor_parallel,
 )
 from neox.parallel.sharding import shard
@@ -125,8 +126,10 @@ class ColumnParallelLinear(TensorParallelModule, nn.Module):
         self._mark_split_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = enter_tensor_parallel_region(x, self.tp)
-        y = F.linear(x, self.weight, self.bias)
+        if self.tp.sequence_parallel:
+            y = sequence_parallel_linear(x, self.weight, self.bias, self.tp)
+        else:
+            y = F.linear(enter_tensor_parallel_region(x, self.tp), self.weight, self.bias)
         return gather_from_tensor_parallel_region(y, self.tp) if self.gather_output else y
 
     def extra_repr(self) -> str:
@@ -226,7 +229,10 @@ class VocabParallelEmbedding(TensorParallelModule, nn.Module):
 
     def logits(self, x: torch.Tensor, *, gather_output: bool) -> torch.Tensor:
         """The tied LM head: ``x · Wᵀ`` over this rank's vocab rows (all of them if ``gather_output``)."""
-        y = F.linear(enter_tensor_parallel_region(x, self.tp), self.weight)
+        if self.tp.sequence_parallel:
+            y = sequence_parallel_linear(x, self.weight, None, self.tp)
+        else:
+            y = F.linear(enter_tensor_parallel_region(x, self.tp), self.weight)
         return gather_from_tensor_parallel_region(y, self.tp) if gather_output else y
 
     def extra_repr(self) -> str:

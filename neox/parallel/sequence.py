@@ -14,6 +14,10 @@ The communication volume is the same (an all-reduce is a reduce-scatter plus an 
 Activations are ``[b, s, h]``, so the sequence is dim 1 (Megatron uses ``[s, b, h]`` and dim 0):
 each collective moves the rank slices into place with one copy, except for micro batch 1.
 
+A column-parallel linear fed by the gathered sequence keeps only the rank's shard for its backward
+pass and gathers it again there (:func:`sequence_parallel_linear`, as Megatron does), so the
+whole-sequence input of the QKV and MLP projections is never held between forward and backward.
+
 Parameters that act on sequence shards while being replicated over TP (the norms, the row-parallel
 biases added after the reduce-scatter, learned position embeddings) see only their rank's
 positions, so their gradients are partial; :func:`sum_gradients_over_tensor_parallel` makes each
@@ -103,6 +107,36 @@ class _ScatterSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return _gather_sequence(grad, ctx.tp), None
+
+
+class _SequenceParallelLinear(torch.autograd.Function):
+    """``linear(gather(x_shard), W, b)`` that saves ``x_shard`` and re-gathers it for the backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, tp):
+        ctx.tp, ctx.has_bias = tp, bias is not None
+        ctx.save_for_backward(x, weight)
+        return torch.nn.functional.linear(_gather_sequence(x, tp), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        tp = ctx.tp
+        grad_x = _reduce_scatter_sequence(grad.matmul(weight), tp) if ctx.needs_input_grad[0] else None
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:
+            full = _gather_sequence(x, tp)
+            grad_w = grad.reshape(-1, grad.shape[-1]).t().matmul(full.reshape(-1, full.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.reshape(-1, grad.shape[-1]).sum(0)
+        return grad_x, grad_w, grad_b, None
+
+
+def sequence_parallel_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tp: TensorParallel
+) -> torch.Tensor:
+    """The column-parallel product on the gathered sequence: ``[b, s/tp, in]`` -> ``[b, s, out/tp]``."""
+    return _SequenceParallelLinear.apply(x, weight, bias, tp)
 
 
 def gather_from_sequence_parallel_region(x: torch.Tensor, tp: TensorParallel) -> torch.Tensor:

@@ -106,6 +106,33 @@ def _model_parity(rank: int, overrides) -> dict:
     return {"logits": logits_error, "grads": worst, "hooked": hooked}
 
 
+def _saved_activation_bytes(rank: int, sequence_parallel: bool) -> int:
+    """Bytes the transformer blocks keep for the backward pass on this rank (weights not counted)."""
+    from neox.model import build
+    from neox.parallel import set_tensor_parallel_group
+
+    cfg = _config(["model_parallel_size=2", f"sequence_parallel={str(sequence_parallel).lower()}", "seq_length=64",
+                   "max_position_embeddings=64"], world_size=2)
+    set_tensor_parallel_group(dist.group.WORLD, sequence_parallel=sequence_parallel)
+    try:
+        model = build(cfg)
+        weights = {p.data_ptr() for p in model.parameters()}
+        x = torch.randn(4, 64, 64)
+        x = (x[:, rank * 32 : (rank + 1) * 32].clone() if sequence_parallel else x).requires_grad_()
+        storages: dict[int, int] = {}
+
+        def pack(t):
+            if t.data_ptr() not in weights and t.data_ptr() != x.data_ptr():
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model.layers(x).sum().backward()
+    finally:
+        set_tensor_parallel_group(None)
+    return sum(storages.values())
+
+
 def _main(rank: int, world: int, store: str, out: str) -> None:
     from neox.parallel import TensorParallel
     from neox.parallel.random import rng_tracker
@@ -115,6 +142,7 @@ def _main(rank: int, world: int, store: str, out: str) -> None:
         results = {"collectives": _collectives(rank, TensorParallel(dist.group.WORLD, rank, world, True))}
         for name, overrides in VARIANTS.items():
             results[name] = _model_parity(rank, overrides)
+        results["saved_bytes"] = {sp: _saved_activation_bytes(rank, sp) for sp in (False, True)}
         torch.manual_seed(5)
         rng_tracker().seed(5, rank)
         with rng_tracker().fork():
@@ -142,6 +170,14 @@ def test_sequence_parallel_collectives_model_and_streams(tmp_path):
         learned = res["sequential-learned-tied"]["hooked"]
         assert "sequential.0.position_embeddings.weight" in learned and "sequential.2.attention.dense.bias" in learned
         assert "sequential.2.mlp.linear2.bias" in learned
+    # Activation memory of the 2 blocks at TP 2 (b 4, s 64, h 64, fp32): with SP the second block's
+    # input and the four norm outputs (the inputs of the QKV and MLP projections, which
+    # sequence_parallel_linear keeps as shards) are held as half-sequence shards; the tensors inside
+    # the TP regions (q, k, v, the MLP's hidden layer) are split by heads/columns either way.
+    saved = ranks[0]["saved_bytes"]
+    print(f"saved activations of 2 blocks, TP 2, rank 0: {saved[False]} bytes without SP, {saved[True]} with SP")
+    whole = 4 * 64 * 64 * 4  # one [b, s, h] fp32 activation
+    assert saved[False] - saved[True] >= 0.5 * (1 + 4) * whole, saved
     # the model-parallel stream differs between TP ranks, the default stream does not
     assert not torch.equal(ranks[0]["tracker_draw"], ranks[1]["tracker_draw"])
     assert torch.equal(ranks[0]["default_draw"], ranks[1]["default_draw"])
