@@ -57,6 +57,17 @@ def _launch(args) -> int:
         from neox.errors import NeoxError
 
         raise NeoxError("--nproc starts local ranks, but this process already is a rank; drop --nproc under torchrun/srun")
+    import torch
+
+    from neox.train.bench import bench_config
+
+    if torch.cuda.is_available() and torch.cuda.device_count() < args.nproc:
+        from neox.errors import NeoxError
+
+        raise NeoxError(f"--nproc {args.nproc} needs {args.nproc} GPUs but {torch.cuda.device_count()} are visible")
+    for shape in args.shape or ["pythia-410m"]:  # one clear error here rather than one per rank
+        bench_config(shape, seq=args.seq, micro_batch=args.micro_batch, on_gpu=torch.cuda.is_available(),
+                     overrides=args.overrides, world_size=args.nproc)
     argv = ["bench", *[a for shape in (args.shape or ["pythia-410m"]) for a in ("--shape", shape)],
             "--seq", str(args.seq), "--micro-batch", str(args.micro_batch), "--steps", str(args.steps),
             "--warmup", str(args.warmup)]
