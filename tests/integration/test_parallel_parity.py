@@ -149,3 +149,14 @@ def test_hidden_dropout_is_the_same_at_tp1_and_tp2(parity):
     assert max(abs(one[i] - two[i]) for i in one) <= TOLERANCE
     no_dropout = harness.losses(out / "runs" / harness.slug("1 rank"))
     assert abs(one[1] - no_dropout[1]) > 1e-3  # dropout did act (step 1: the same weights)
+
+
+def test_gpu_driver_runs_end_to_end_on_the_cpu(parity, tmp_path):
+    """The driver the lead runs on H100s: its bench part (neox bench --nproc 2 on a pipeline) and report."""
+    _, report = parity
+    assert harness.main([str(tmp_path), "--cpu-smoke", "--skip-parity"]) == 0
+    (run,) = json.loads((tmp_path / "bench.json").read_text())["runs"]
+    assert run["status"] == "ok" and run["result"]["layout"]["pipe"] == 2 and run["result"]["tokens_per_s_per_gpu"] > 0
+    assert "| tiny PP 2 | 1x2x1 | 2 |" in (tmp_path / "results.md").read_text()
+    table = harness.markdown({"device": "cpu", "count": 0, "torch": torch.__version__}, report, None)
+    assert "| TP 2 x DP 2 + SP | 4 |" in table and table.count("| ok |") == 5
