@@ -3,7 +3,7 @@
 Through the real ``neox train --nproc N`` and the harness of the GPU driver
 (``tools/bench/gpu_parallel.py``, so CI runs its logic): a tiny GPT-NeoX (2 layers, h 64, s 64,
 tied embeddings, parallel residual, ZeRO-1, fp32, dropout 0) trains 20 steps at a global batch of 8
-as 1 rank, TP 2, PP 2, TP 2 x DP 2 with sequence parallelism and PP 2 x DP 2, evaluating at steps 10
+as 1 rank, TP 2, PP 2 (ZeRO-0), TP 2 x DP 2 with sequence parallelism and PP 2 x DP 2, evaluating at steps 10
 and 20. The initial weights are the same in every layout (each parameter is drawn at full size from
 its own seed, then sharded).
 
@@ -37,17 +37,24 @@ import gpu_parallel as harness  # noqa: E402  (the GPU driver's harness, tested 
 
 TOLERANCE = 1e-5
 SAVE = ["checkpoint_factor=10"]
-LAYOUTS = {lay.name: lay for lay in harness.PARITY}
+GPU_LAYOUTS = {lay.name: lay for lay in harness.PARITY}
+# The driver's layouts; PP 2 here runs ZeRO-0 (fp32 clipping by the pipeline-aware norm of
+# neox.parallel.grad_norm: DeepSpeed's own counts replicated parameters on the first stage only).
+LAYOUTS = {
+    "1 rank": GPU_LAYOUTS["1 rank"].overrides,
+    "TP 2": GPU_LAYOUTS["TP 2"].overrides,
+    "PP 2": [*GPU_LAYOUTS["PP 2"].overrides, "zero_optimization.stage=0"],
+    "TP 2 x DP 2 + SP": [*GPU_LAYOUTS["TP 2 x DP 2"].overrides, "sequence_parallel=true"],
+    "PP 2 x DP 2": GPU_LAYOUTS["PP 2 x DP 2"].overrides,
+}
+NPROC = {"1 rank": 1, "TP 2": 2, "PP 2": 2, "TP 2 x DP 2 + SP": 4, "PP 2 x DP 2": 4}
 
 
 def _layouts(out: Path) -> list[harness.Layout]:
-    def saving(name):
-        lay = LAYOUTS[name]
-        return harness.Layout(name, lay.nproc, [*lay.overrides, *SAVE, f"save={out / 'ckpt' / harness.slug(name)}"])
-
-    return [LAYOUTS["1 rank"], saving("TP 2"), saving("PP 2"),
-            harness.Layout("TP 2 x DP 2 + SP", 4, [*LAYOUTS["TP 2 x DP 2"].overrides, "sequence_parallel=true"]),
-            LAYOUTS["PP 2 x DP 2"]]
+    saved = ("TP 2", "PP 2")
+    return [harness.Layout(name, NPROC[name],
+                           [*overrides, *((*SAVE, f"save={out / 'ckpt' / harness.slug(name)}") if name in saved else ())])
+            for name, overrides in LAYOUTS.items()]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +98,7 @@ def test_resume_from_a_parallel_checkpoint_is_exact(parity, name):
         assert (step / "layer_05-model_00-model_states.pt").is_file() and (step / "mp_rank_01_model_states.pt").is_file()
         assert not (step / "layer_06-model_00-model_states.pt").exists()
     straight = harness.losses(out / "runs" / harness.slug(name))
-    resumed = _train(out, f"{name} resumed", LAYOUTS[name].nproc,
-                     [*LAYOUTS[name].overrides, f"load={ckpt}", "iteration=10"])
+    resumed = _train(out, f"{name} resumed", NPROC[name], [*LAYOUTS[name], f"load={ckpt}", "iteration=10"])
     assert sorted(resumed) == list(range(11, 21))
     assert [resumed[i] for i in range(11, 21)] == [straight[i] for i in range(11, 21)]
 
@@ -143,8 +149,8 @@ def test_hidden_dropout_is_the_same_at_tp1_and_tp2(parity):
     """Dropout outside the TP regions draws from the stream every rank shares, at any TP degree."""
     out, _ = parity
     dropout = ["hidden_dropout=0.1", "attention_dropout=0", "train_iters=6", "lr_decay_iters=6"]
-    one = _train(out, "dropout 1 rank", 1, [*LAYOUTS["1 rank"].overrides, *dropout])
-    two = _train(out, "dropout TP 2", 2, [*LAYOUTS["TP 2"].overrides, *dropout])
+    one = _train(out, "dropout 1 rank", 1, [*LAYOUTS["1 rank"], *dropout])
+    two = _train(out, "dropout TP 2", 2, [*LAYOUTS["TP 2"], *dropout])
     assert sorted(one) == sorted(two) == list(range(1, 7))
     assert max(abs(one[i] - two[i]) for i in one) <= TOLERANCE
     no_dropout = harness.losses(out / "runs" / harness.slug("1 rank"))
