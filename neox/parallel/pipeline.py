@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -76,6 +77,7 @@ def check_partition_method(method: str) -> None:
         raise ConfigError(f"pipe_partition_method {problem}")
 
 
+@cache
 def _module_class():
     """NeoXPipelineModule, defined on first use (DeepSpeed is imported only for pipeline runs)."""
     from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
