@@ -51,6 +51,10 @@ PARITY_BASE = [
 ]
 
 
+# NVLink multicast stays off (shared GPU hosts can be put out of service by it); kept if already set.
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
 @dataclass
 class Layout:
     """One run: ``nproc`` ranks with these overrides (the batch keeps the global batch at 8)."""
@@ -117,6 +121,8 @@ class Job:
 
 def _start(job: Job, env_extra: dict[str, str]) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1", **env_extra)
+    for var, value in NO_MULTICAST.items():
+        env.setdefault(var, value)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID"):
         env.pop(var, None)  # each job launches its own ranks
     if job.devices:
