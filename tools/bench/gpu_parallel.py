@@ -41,6 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "neox-tiny.yml"
+if str(REPO) not in sys.path:  # run from a checkout without `pip install -e`
+    sys.path.insert(0, str(REPO))
 
 # The parity model: neox-tiny with 2 layers, h 64, s 64, tied embeddings; 20 steps, global batch 8.
 PARITY_BASE = [
