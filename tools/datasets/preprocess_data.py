@@ -21,6 +21,7 @@ The last line on stdout is a JSON summary (documents, tokens, skipped, timings, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import itertools
 import json
@@ -252,10 +253,12 @@ def preprocess(inputs, output_prefix_: str, *, tokenizer_type: str, vocab_file: 
     docs_in = 0
     from tqdm import tqdm
 
-    bar = tqdm(total=num_docs or None, unit=" docs", disable=not progress or bool(os.environ.get("TQDM_DISABLE")),
-               dynamic_ncols=True, file=sys.stderr)
-    builders = {k: IndexedDatasetBuilder(output_prefix(output_prefix_, k), dtype=dtype) for k in keys}
-    try:
+    # Builders finalize on success and drop their files on any error (their context managers).
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=num_docs or None, unit=" docs", dynamic_ncols=True, file=sys.stderr,
+                                       disable=not progress or bool(os.environ.get("TQDM_DISABLE"))))
+        builders = {k: stack.enter_context(IndexedDatasetBuilder(output_prefix(output_prefix_, k), dtype=dtype))
+                    for k in keys}
         for res in _run_shards(files, workers, init_args):
             docs_in += res["docs_in"]
             for k, r in res["keys"].items():
@@ -268,14 +271,6 @@ def preprocess(inputs, output_prefix_: str, *, tokenizer_type: str, vocab_file: 
             secs = max(time.perf_counter() - start, 1e-9)
             bar.update(res["docs_in"])
             bar.set_postfix_str(f"{docs_in / secs:,.0f} docs/s, {counts[keys[0]]['tokens'] / secs:,.0f} tok/s")
-        for b in builders.values():
-            b.finalize()
-    except BaseException:
-        for b in builders.values():
-            b.abort()
-        raise
-    finally:
-        bar.close()
     secs = time.perf_counter() - start
     first = counts[keys[0]]
     return {

@@ -20,6 +20,7 @@ never changes the output. The last stdout line is a JSON summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -102,18 +103,17 @@ def preprocess_chat(inputs, prefix: str, *, tokenizer_path: str, keys=("messages
     tok = load_chat_tokenizer(tokenizer_path)
     opts = dict(tokenizer_path=tokenizer_path, keys=keys, generation_role=generation_role, only_last=only_last,
                 no_mask=no_mask, for_rm=for_rm, skip_invalid=skip_invalid)
-    builders = {}
-    for k in keys:
-        builders[k] = IndexedDatasetBuilder(output_prefix(prefix, k), dtype=np.int32)
-        if not no_mask:
-            builders[k + "_label"] = IndexedDatasetBuilder(output_prefix(prefix, k + "_label"), dtype=np.int32)
+    names = [n for k in keys for n in ([k] if no_mask else [k, k + "_label"])]
     counts = {k: {"documents": 0, "tokens": 0, "trained_tokens": 0, "skipped_invalid": 0} for k in keys}
     from tqdm import tqdm
 
-    bar = tqdm(total=num_docs, unit=" conv", disable=not progress or bool(os.environ.get("TQDM_DISABLE")),
-               file=sys.stderr, dynamic_ncols=True)
     start, docs_in, shown = time.perf_counter(), 0, 0
-    try:
+    # Builders finalize on success and drop their files on any error (their context managers).
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=num_docs, unit=" conv", file=sys.stderr, dynamic_ncols=True,
+                                       disable=not progress or bool(os.environ.get("TQDM_DISABLE"))))
+        builders = {n: stack.enter_context(IndexedDatasetBuilder(output_prefix(prefix, n), dtype=np.int32))
+                    for n in names}
         for res in _shards(files, workers, opts):
             docs_in += res["docs_in"]
             for k, r in res["keys"].items():
@@ -135,18 +135,10 @@ def preprocess_chat(inputs, prefix: str, *, tokenizer_path: str, keys=("messages
             secs = max(time.perf_counter() - start, 1e-9)
             bar.update(res["docs_in"])
             bar.set_postfix_str(f"{docs_in / secs:,.0f} conv/s, {counts[keys[0]]['tokens'] / secs:,.0f} tok/s")
-        for b in builders.values():
-            b.finalize()
-    except BaseException:
-        for b in builders.values():
-            b.abort()
-        raise
-    finally:
-        bar.close()
+        if counts[keys[0]]["documents"] == 0:  # raised inside: the builders drop their files
+            raise DataError(f"no conversation was written from {', '.join(files)} (all {docs_in} invalid or empty)")
     secs = time.perf_counter() - start
     first = counts[keys[0]]
-    if first["documents"] == 0:
-        raise DataError(f"no conversation was written from {', '.join(files)} (all {docs_in} invalid or empty)")
     return {
         "inputs": files, "input_bytes": total_bytes(files),
         "outputs": {k: output_prefix(prefix, k) for k in builders},
