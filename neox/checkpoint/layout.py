@@ -44,6 +44,24 @@ LAYER_FILE_RE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
 MODEL_STATES_RE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 
 
+# The model-shape keys upstream NeoX stores as client state "args" and asserts on load (facts §4.2).
+UPSTREAM_ARGS_KEYS = (
+    "num_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "max_position_embeddings",
+    "make_vocab_size_divisible_by",
+    "padded_vocab_size",
+    "tokenizer_type",
+    "model_parallel_size",
+)
+
+
+def upstream_args(cfg) -> dict:
+    """The ``args`` client state of a checkpoint written for ``cfg``."""
+    return {k: getattr(cfg, k) for k in UPSTREAM_ARGS_KEYS}
+
+
 def tag(iteration: int) -> str:
     """The directory name of the checkpoint saved after ``iteration`` steps."""
     return f"global_step{iteration}"

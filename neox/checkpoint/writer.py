@@ -24,23 +24,8 @@ from pathlib import Path
 import torch
 
 from neox.checkpoint import commit, dialects, layout
+from neox.checkpoint.layout import upstream_args
 from neox.checkpoint.weights import write_layer_files
-
-# The model-shape keys upstream NeoX stores as client state "args" and asserts on load (facts §4.2).
-UPSTREAM_ARGS_KEYS = (
-    "num_layers",
-    "hidden_size",
-    "num_attention_heads",
-    "max_position_embeddings",
-    "make_vocab_size_divisible_by",
-    "padded_vocab_size",
-    "tokenizer_type",
-    "model_parallel_size",
-)
-
-
-def upstream_args(cfg) -> dict:
-    return {k: getattr(cfg, k) for k in UPSTREAM_ARGS_KEYS}
 
 
 def model_states(cfg, iteration: int, *, module, mp_world_size: int, lr_scheduler=None, extra=None) -> dict:

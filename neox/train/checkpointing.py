@@ -41,17 +41,6 @@ from neox.checkpoint.weights import read_module_state
 from neox.errors import CheckpointError
 from neox.train import rng
 
-ARGS_KEYS = (
-    "num_layers",
-    "hidden_size",
-    "num_attention_heads",
-    "max_position_embeddings",
-    "make_vocab_size_divisible_by",
-    "padded_vocab_size",
-    "tokenizer_type",
-    "model_parallel_size",
-)
-
 
 @dataclass
 class Resumed:
@@ -98,7 +87,7 @@ def command_line_overrides(cfg) -> dict:
 def client_state(cfg, iteration: int, consumed_train: int, consumed_valid: int) -> dict:
     state = {
         "iteration": iteration,
-        "args": {k: getattr(cfg, k) for k in ARGS_KEYS},
+        "args": layout.upstream_args(cfg),
         "consumed_train_samples": consumed_train,
         "consumed_valid_samples": consumed_valid,
     }
