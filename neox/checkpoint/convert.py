@@ -267,13 +267,7 @@ def hf_to_neox(
             ours = verify.engine_logits(engine, ids, verify_dtype, None)
             ref = verify.hf_logits(src, ids, verify_dtype, dtype)
             result = verify.compare(ours, ref, vocab=hf_cfg.vocab_size, dtype=verify_dtype, tolerance=tolerance)
-            log(result.line())
-            summary["verify"] = result.as_dict()
-            if not result.ok:
-                raise CheckpointError(
-                    f"verification failed: engine and HF logits differ by {result.max_abs_diff:.3e} "
-                    f"(> {result.threshold:.3e}); nothing was written to {out}"
-                )
+            verify.record(result, summary, log, what="engine and HF logits", out=out)
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -380,13 +374,7 @@ def neox_to_hf(
             ours = verify.engine_logits(model, ids, verify_dtype, dtype)
             ref = verify.hf_logits(tmp, ids, verify_dtype, None)
             result = verify.compare(ours, ref, vocab=one.padded_vocab_size, dtype=verify_dtype, tolerance=tolerance)
-            log(result.line())
-            summary["verify"] = result.as_dict()
-            if not result.ok:
-                raise CheckpointError(
-                    f"verification failed: engine and HF logits differ by {result.max_abs_diff:.3e} "
-                    f"(> {result.threshold:.3e}); nothing was written to {out}"
-                )
+            verify.record(result, summary, log, what="engine and HF logits", out=out)
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -122,13 +122,7 @@ def reshard(
             log(f"note: {DROPPED_NOTE}")
         if verify_logits:
             result = _verify(ckpt_dir, tmp / layout.tag(iteration), one, tolerance)
-            log(result.line())
-            summary["verify"] = result.as_dict()
-            if not result.ok:
-                raise CheckpointError(
-                    f"verification failed: logits before and after resharding differ by {result.max_abs_diff:.3e}; "
-                    f"nothing was written to {out}"
-                )
+            verify.record(result, summary, log, what="logits before and after resharding", out=out)
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -91,3 +91,16 @@ def compare(ours: torch.Tensor, reference: torch.Tensor, *, vocab: int, dtype: s
     threshold = tol * max(1.0, scale)
     ok = bool(diff <= threshold) and bool(torch.isfinite(a).all())
     return Verification(diff, scale, tol, threshold, dtype, list(ours.shape[:2]), ok)
+
+
+def record(result: Verification, summary: dict, log, *, what: str, out) -> None:
+    """Log ``result``, store it in ``summary``; a failed check raises before anything is published."""
+    from neox.errors import CheckpointError
+
+    log(result.line())
+    summary["verify"] = result.as_dict()
+    if not result.ok:
+        raise CheckpointError(
+            f"verification failed: {what} differ by {result.max_abs_diff:.3e} (> {result.threshold:.3e}); "
+            f"nothing was written to {out}"
+        )
