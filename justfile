@@ -125,6 +125,7 @@ test *args:
 lint:
     ruff check neox tools tests
 
-[private]
-_todo recipe issue:
-    @echo "just {{recipe}}: not implemented yet (issue {{issue}})" >&2; exit 2
+# exactly what CI runs on a fresh clone: Slurm daemons, then the README quick start in a new .venv (needs root)
+[group('dev')]
+ci:
+    bash .ci/run
