@@ -9,7 +9,6 @@ given explicitly to ``HFGPT2Tokenizer``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,11 +35,15 @@ class Tokenizer:
     vocab_size: int
     eod: int | None
     _impl: object
+    # The exact ASCII fast path of byte-level BPE tokenizers (neox.bytelevel_bpe), where it applies.
+    _fast: object | None = None
 
     def encode(self, text: str) -> list[int]:
-        return _encode(self.kind, self._impl, [text])[0]
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._fast is not None:
+            return self._fast.encode_batch(texts)
         return _encode(self.kind, self._impl, texts)
 
     def decode(self, ids: list[int]) -> str:
@@ -120,14 +123,14 @@ def build_tokenizer(tokenizer_type: str, vocab_file: str | None = None, merge_fi
         merges = _require_file("merge_file", merge_file, tokenizer_type)
         from tokenizers import decoders, models, pre_tokenizers
 
-        with open(path, encoding="utf-8") as f:
-            vocab = json.load(f)
         tok = HFTok(models.BPE.from_file(str(path), str(merges)))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        del vocab
+    from neox.bytelevel_bpe import ByteLevelBPE
+
     eod = tok.token_to_id(EOD_TOKEN)
-    return Tokenizer(tokenizer_type, tok.get_vocab_size(), eod, tok)
+    fast = ByteLevelBPE(tok) if ByteLevelBPE.applies(tok) else None
+    return Tokenizer(tokenizer_type, tok.get_vocab_size(), eod, tok, fast)
 
 
 def _require_file(key: str, value: str | None, tokenizer_type: str) -> Path:
