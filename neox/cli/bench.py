@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from neox.errors import NeoxError
+    from neox.launch import dist as launch_dist
     from neox.train.bench import bench
 
     bad = [o for o in args.overrides if "=" not in o]
@@ -44,6 +45,7 @@ def run(args) -> int:
         return _launch(args)
     bench(args.shape or ["pythia-410m"], seq=args.seq, micro_batch=args.micro_batch, steps=args.steps,
           warmup=args.warmup, overrides=args.overrides, json_path=args.json)
+    launch_dist.shutdown()
     return 0
 
 

@@ -116,9 +116,12 @@ def _check_devices(nproc: int) -> None:
 
 def _train_here(configs: list[str], overrides: list[str]) -> int:
     from neox import config as neox_config
+    from neox.launch import dist as launch_dist
     from neox.launch.env import discover
     from neox.train import train
 
     env = discover()
     cfg = neox_config.load(configs, overrides, world_size=env.world_size)
-    return train(cfg, env=env)
+    code = train(cfg, env=env)
+    launch_dist.shutdown()  # after a clean end only: on an error other ranks may still hold collectives
+    return code
