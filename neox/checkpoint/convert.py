@@ -32,7 +32,8 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -68,6 +69,19 @@ def staging_dir(out: Path) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     return tmp
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A fresh staging directory beside ``out``: published as ``out`` when the block completes,
+    removed when it fails, so a half-written output never appears under its final name."""
+    tmp = staging_dir(out)
+    try:
+        yield tmp
+        publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def publish(tmp: Path, out: Path) -> None:
@@ -213,8 +227,7 @@ def hf_to_neox(
     src = hf_files.resolve_source(model, revision, cache_dir)
     hf_cfg = hf_files.read_config(src)
     arch = arch_of(hf_cfg)
-    tmp = staging_dir(out)
-    try:
+    with staged(out) as tmp:
         tok_json = hf_files.save_hf_tokenizer(tokenizer or src, tmp / "tokenizer")
         tokenizer_vocab = build_tokenizer("HFTokenizer", str(tok_json)).vocab_size
         weights = hf_files.read_weights(src, progress=progress)
@@ -268,10 +281,6 @@ def hf_to_neox(
             ref = verify.hf_logits(src, ids, verify_dtype, dtype)
             result = verify.compare(ours, ref, vocab=hf_cfg.vocab_size, dtype=verify_dtype, tolerance=tolerance)
             verify.record(result, summary, log, what="engine and HF logits", out=out)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 
@@ -340,8 +349,7 @@ def neox_to_hf(
     arch = pick_architecture(one, architecture)
     full = {k: v for k, v in full.items() if not k.endswith("rotary_emb.inv_freq")}
     hf_state = {k: _own(v.to(dtype)) for k, v in hf.neox_to_hf(full, one, arch).items()}
-    tmp = staging_dir(out)
-    try:
+    with staged(out) as tmp:
         hf_cfg = hf.hf_config(one, arch)
         hf_cfg.architectures = ["GPTNeoXForCausalLM" if arch == "neox" else "LlamaForCausalLM"]
         eod = _eod_id(one)
@@ -375,10 +383,6 @@ def neox_to_hf(
             ref = verify.hf_logits(tmp, ids, verify_dtype, None)
             result = verify.compare(ours, ref, vocab=one.padded_vocab_size, dtype=verify_dtype, tolerance=tolerance)
             verify.record(result, summary, log, what="engine and HF logits", out=out)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 

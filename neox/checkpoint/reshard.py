@@ -21,7 +21,6 @@ The new checkpoint's ``configs/`` are the original files plus ``overrides.txt`` 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -30,9 +29,8 @@ from neox.checkpoint import config_files_of, layout, shards, tp, verify
 from neox.checkpoint.convert import (
     check_output,
     pad_vocab_rows,
-    publish,
     read_checkpoint,
-    staging_dir,
+    staged,
     tokenizer_vocab,
 )
 from neox.checkpoint.model_config import config_for_checkpoint, in_precision, relayout
@@ -101,8 +99,7 @@ def reshard(
     source = torch_load(ckpt_dir / layout.model_states_file(0))
     kept = {k: source[k] for k in KEPT_STATE if isinstance(source, dict) and k in source}
     texts = _config_texts(ckpt_dir, config_files, changes)
-    tmp = staging_dir(out)
-    try:
+    with staged(out) as tmp:
         write_checkpoint(
             tmp, iteration, tp.split_state(full, new_cfg, tp_size), new_cfg, pp=pp, naming=naming,
             config_files=texts, lr_scheduler=kept.pop("lr_scheduler", None), extra_state=kept, progress=progress,
@@ -123,10 +120,6 @@ def reshard(
         if verify_logits:
             result = _verify(ckpt_dir, tmp / layout.tag(iteration), one, tolerance)
             verify.record(result, summary, log, what="logits before and after resharding", out=out)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 
